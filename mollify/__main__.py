@@ -1,0 +1,68 @@
+"""Command line: ``python -m mollify info``.
+
+``info`` prints the versions of mollify and the libraries it runs on, and the devices torch sees —
+the first thing to paste into a bug report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from importlib import metadata
+
+__all__ = ["main", "info"]
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def info() -> str:
+    """Return a report of versions and available devices.
+
+    >>> "torch" in info()
+    True
+    """
+    import torch
+
+    import mollify
+
+    lines = [
+        f"mollify     {mollify.__version__}",
+        f"python      {platform.python_version()} ({sys.executable})",
+        f"torch       {torch.__version__}",
+        f"numpy       {_version('numpy')}",
+        f"ipywidgets  {_version('ipywidgets')}",
+        f"matplotlib  {_version('matplotlib')}",
+        f"platform    {platform.platform()}",
+        "devices:",
+        f"  cpu       {torch.get_num_threads()} threads",
+    ]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            lines.append(f"  cuda:{i}    {props.name}, {props.total_memory / 2**30:.1f} GiB")
+    else:
+        lines.append("  cuda      not available")
+    mps = getattr(torch.backends, "mps", None)
+    lines.append(f"  mps       {'available' if mps and mps.is_available() else 'not available'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m mollify`` and the ``mollify`` console script."""
+    parser = argparse.ArgumentParser(prog="python -m mollify", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print versions of mollify, torch, numpy, ipywidgets and devices")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        print(info())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
