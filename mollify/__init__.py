@@ -1,7 +1,7 @@
 """mollify: mollification and Monte Carlo integration for smoothed gradients in PyTorch.
 
 The companion library of the *mollify* textbook. Every chapter of the book imports what it uses
-from here; the public API is re-exported from this module.
+from here; the public names of every module are re-exported from this one.
 
 >>> import mollify
 >>> x_train, y_train, x_test, y_test = mollify.digits()
@@ -9,23 +9,12 @@ from here; the public API is re-exported from this module.
 torch.Size([1, 8, 8])
 """
 
-from mollify.data import (
-    cache_dir,
-    digits,
-    small_cnn,
-    small_mlp,
-    trained_digits_cnn,
-)
-from mollify.regions import activation_pattern
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "activation_pattern",
-    "cache_dir",
-    "digits",
-    "small_cnn",
-    "small_mlp",
-    "trained_digits_cnn",
-]
+from mollify import data, nn, optim, regions
+from mollify.data import *  # noqa: F401,F403
+from mollify.nn import *  # noqa: F401,F403
+from mollify.optim import *  # noqa: F401,F403
+from mollify.regions import *  # noqa: F401,F403
+
+__all__ = ["__version__", *data.__all__, *regions.__all__, *nn.__all__, *optim.__all__]
