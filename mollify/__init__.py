@@ -11,10 +11,22 @@ torch.Size([1, 8, 8])
 
 __version__ = "0.1.0"
 
-from mollify import data, nn, optim, regions
+from mollify import data, kernels, mollifier, montecarlo, nn, optim, regions
 from mollify.data import *  # noqa: F401,F403
+from mollify.kernels import *  # noqa: F401,F403
+from mollify.mollifier import *  # noqa: F401,F403
+from mollify.montecarlo import *  # noqa: F401,F403
 from mollify.nn import *  # noqa: F401,F403
 from mollify.optim import *  # noqa: F401,F403
 from mollify.regions import *  # noqa: F401,F403
 
-__all__ = ["__version__", *data.__all__, *regions.__all__, *nn.__all__, *optim.__all__]
+__all__ = [
+    "__version__",
+    *data.__all__,
+    *kernels.__all__,
+    *montecarlo.__all__,
+    *mollifier.__all__,
+    *regions.__all__,
+    *nn.__all__,
+    *optim.__all__,
+]
