@@ -1,7 +1,8 @@
-"""Command line: ``python -m mollify info``.
+"""Command line: ``python -m mollify info | bench``.
 
 ``info`` prints the versions of mollify and the libraries it runs on, and the devices torch sees —
-the first thing to paste into a bug report.
+the first thing to paste into a bug report. ``bench`` measures the performance figures the book
+quotes, as ratios taken in one run (see :mod:`mollify.bench`).
 """
 
 from __future__ import annotations
@@ -58,9 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mollify", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print versions of mollify, torch, numpy, ipywidgets and devices")
+    bench = sub.add_parser("bench", help="measure the performance figures (ratios) of the book")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes (under 2 minutes)")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
+    elif args.command == "bench":
+        from mollify.bench import run
+
+        run(quick=args.quick, device=args.device, json_path=args.json)
     return 0
 
 

@@ -281,7 +281,6 @@ class PointStream:
         """Uniforms in (0, 1) of block b of replicate r: shape (rows, dim), work dtype, device."""
         lo = b * _BLOCK
         if self.sampler in ("mc", "antithetic"):
-            assert self._key is not None
             g = torch.Generator(device=self.device).manual_seed(_mix(self._key, b))
             u = torch.rand((_BLOCK, self.dim), generator=g, device=self.device, dtype=self._work)
             u = u.clamp_min(torch.finfo(self._work).eps / 4)  # no exact 0 → no infinite point
@@ -293,7 +292,6 @@ class PointStream:
             if self.sampler == "qmc":
                 self._engine = torch.quasirandom.SobolEngine(self.dim, scramble=False)
             else:
-                assert self._key is not None
                 seed = _mix(self._key, r) % (2**63 - 1)
                 self._engine = torch.quasirandom.SobolEngine(self.dim, scramble=True, seed=seed)
             if lo:
@@ -468,7 +466,6 @@ class _TreeSum:
         acc = None
         for _, node in reversed(self._stack):
             acc = node if acc is None else node + acc
-        assert acc is not None
         return acc
 
 
@@ -628,13 +625,11 @@ def integrate(
         r = start // stream.group_size if stream.sampler == "rqmc" else 0
         accs[r].add(torch.stack(stats, dim=1))
 
-    assert shift is not None
     sums = [acc.total() for acc in accs]
     m = accs[0].count  # samples per run: points, pairs, or points per replicate
     means = [shift + s[0] / m for s in sums]
     sff = [s[1] - s[0] * s[0] / m for s in sums]  # centred sums of squares within each run
     if g_fn is not None:
-        assert shift_g is not None
         means_g = [shift_g + s[2] / m for s in sums]
         sgg = [s[3] - s[2] * s[2] / m for s in sums]
         sfg = [s[4] - s[0] * s[2] / m for s in sums]

@@ -1,0 +1,47 @@
+"""`python -m mollify bench`: runs end to end and reports every figure (values are not judged:
+performance claims are ratios printed by the benchmark, never timed assertions)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from mollify.bench import Result, run, timeit
+
+
+def test_timeit_reports_min_and_median():
+    calls = []
+    lo, med = timeit(lambda: calls.append(1), repeat=4)
+    assert len(calls) == 5 and 0 <= lo <= med
+
+
+@pytest.mark.slow
+def test_bench_quick_prints_every_figure_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mollify", "bench", "--quick", "--json", str(out)],
+        capture_output=True, text=True, check=True,
+    )
+    report = json.loads(out.read_text())
+    figures = [r["figure"] for r in report["results"]]
+    assert any("rqmc" in f for f in figures) and any("throughput" in f for f in figures)
+    for row in report["results"]:
+        assert math.isfinite(row["value"]) and row["value"] > 0
+        assert row["figure"] in proc.stdout and row["goal"]
+
+
+def test_bench_rejects_a_missing_device():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run(quick=True, device="cuda")
+
+
+def test_result_is_a_frozen_row():
+    r = Result("x", 1.0, ">= 1", True, "")
+    with pytest.raises(AttributeError):
+        r.value = 2.0
