@@ -1,10 +1,13 @@
 """Small data and models that need no download.
 
 * :func:`digits` — scikit-learn's bundled 8×8 handwritten digits (1797 images) as tensors.
+* :func:`shapes` — generated 16×16 images whose class is a small pattern on a cluttered
+  background, with masks marking the pattern: explanations with a known ground truth.
 * :func:`small_cnn`, :func:`small_mlp` — tiny ReLU networks, seeded without touching the global
   random state.
 * :func:`trained_digits_cnn` — the book's reference classifier: trained deterministically on
-  first use (a few seconds on two CPU cores), then loaded from the cache.
+  first use (a few seconds on two CPU cores), then loaded from the cache;
+  :func:`trained_shapes_cnn` is its counterpart for :func:`shapes`.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mollify._cache import cache_dir, cached_model
-from mollify._validation import check_int, check_real
+from mollify._validation import check_choice, check_int, check_real
 
 __all__ = [
     "cache_dir",
     "digits",
+    "shapes",
+    "SHAPE_CLASSES",
     "small_cnn",
     "small_mlp",
     "trained_digits_cnn",
+    "trained_shapes_cnn",
     "train_classifier",
     "accuracy",
 ]
@@ -69,6 +75,137 @@ def digits(
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
 
 
+#: Names of the :func:`shapes` classes, in label order.
+SHAPE_CLASSES: tuple[str, ...] = ("plus", "cross", "square", "diagonal")
+
+# The class patterns (3×3) and the distractor strokes (2×2). Every distractor fits in a 2×2 box
+# and every pattern spans 3×3, and objects never touch (not even diagonally), so no distractor
+# and no combination of distractors can look like a class pattern.
+_PATTERNS = torch.tensor(
+    [
+        [[0, 1, 0], [1, 1, 1], [0, 1, 0]],  # plus
+        [[1, 0, 1], [0, 1, 0], [1, 0, 1]],  # cross
+        [[1, 1, 1], [1, 0, 1], [1, 1, 1]],  # square outline
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1]],  # diagonal line
+    ],
+    dtype=torch.bool,
+)
+_DISTRACTORS = torch.tensor(
+    [
+        [[1, 1], [0, 0]],  # horizontal dash
+        [[1, 0], [1, 0]],  # vertical dash
+        [[1, 0], [0, 1]],  # diagonal dash
+        [[0, 1], [1, 0]],  # anti-diagonal dash
+        [[1, 1], [1, 0]],  # four corners
+        [[1, 1], [0, 1]],
+        [[1, 0], [1, 1]],
+        [[0, 1], [1, 1]],
+    ],
+    dtype=torch.bool,
+)
+_SPLITS = ("train", "test")
+
+
+def _stamp(stamps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
+    """Place ``stamps[i]`` (k×k, bool) with its top-left corner at ``(rows[i], cols[i])``."""
+    n, k = stamps.shape[0], stamps.shape[-1]
+    offsets = torch.arange(k)
+    r = rows[:, None, None] + offsets[None, :, None]
+    c = cols[:, None, None] + offsets[None, None, :]
+    canvas = torch.zeros(n, size, size, dtype=torch.bool)
+    canvas[torch.arange(n)[:, None, None], r, c] = stamps
+    return canvas
+
+
+def shapes(
+    n: int = 1000,
+    *,
+    split: str = "train",
+    size: int = 16,
+    noise: float = 0.3,
+    distractors: int = 4,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Generated images whose class is a small pattern at a random place on a cluttered background.
+
+    Each image holds one 3×3 class pattern (:data:`SHAPE_CLASSES`: 0 ``plus``, 1 ``cross``,
+    2 ``square`` outline, 3 ``diagonal`` line) at a uniformly random position, drawn at intensity
+    1 on a background of uniform noise in ``[0, noise]``, plus a uniformly random number (0 to
+    ``distractors``) of distractor strokes, also at intensity 1: dashes (two pixels, any of four
+    directions) and corners (three pixels of a 2×2 square). Objects never touch, not even at a
+    corner, so every pattern and stroke is its own 8-connected blob and no stroke or group of
+    strokes looks like a class pattern. The background (noise, strokes, their number) and the
+    pattern's position are drawn independently of the label, so **the class is decided by the
+    pattern's pixels alone**; ``mask`` marks exactly those pixels: the ground truth an
+    explanation should highlight (compare with :func:`mollify.metrics.localization`).
+
+    Labels are balanced: ``n // 4`` or ``n // 4 + 1`` of each class, in random order.
+
+    A generated set has no fixed split; ``split`` chooses one of two independent random streams,
+    so ``shapes(split="train")`` and ``shapes(split="test")`` never share a draw. The same
+    arguments always give the same tensors (a private ``torch.Generator`` seeded by
+    ``2·seed + (split == "test")``; the global RNG is not used).
+
+    Args:
+        n: number of images (>= 1).
+        split: ``"train"`` or ``"test"``.
+        size: side ``S`` of the square images (>= 8).
+        noise: largest background intensity, in [0, 1).
+        distractors: largest number of distractor strokes per image (>= 0).
+        seed: seed of the set.
+
+    Returns:
+        ``(x, y, mask)``: float32 images ``(n, 1, S, S)`` in [0, 1], int64 labels ``(n,)`` in
+        ``{0, 1, 2, 3}``, and bool masks ``(n, 1, S, S)`` that are ``True`` exactly on the
+        pattern's pixels (``x`` is 1 there, and on the strokes' pixels).
+
+    Raises:
+        ValueError, TypeError: on an argument of the wrong type or outside its range.
+
+    >>> x, y, mask = shapes(8, seed=0)
+    >>> tuple(x.shape), x.dtype, y.dtype, mask.dtype
+    ((8, 1, 16, 16), torch.float32, torch.int64, torch.bool)
+    >>> bool((x[mask] == 1).all()), mask.flatten(1).sum(1).tolist() == [
+    ...     [5, 5, 8, 3][c] for c in y]
+    (True, True)
+    """
+    n = check_int("n", n, minimum=1)
+    split = check_choice("split", split, _SPLITS)
+    size = check_int("size", size, minimum=8)
+    noise = check_real("noise", noise, low=0, high=1, high_open=True)
+    distractors = check_int("distractors", distractors, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    gen = torch.Generator().manual_seed(2 * seed + _SPLITS.index(split))
+    k = len(SHAPE_CLASSES)
+
+    y = (torch.arange(n) % k)[torch.randperm(n, generator=gen)]
+    rows = torch.randint(0, size - 2, (n,), generator=gen)
+    cols = torch.randint(0, size - 2, (n,), generator=gen)
+    pattern = _stamp(_PATTERNS[y], rows, cols, size)
+    # ``taken`` (padded by one pixel on each side) is the union of every object's box grown by one
+    # pixel; a stroke goes only where none of its pixels is taken, so objects never touch. The
+    # pattern's whole 3×3 box counts, whatever the class, so where strokes may fall does not
+    # depend on the label.
+    taken = _stamp(torch.ones(n, 5, 5, dtype=torch.bool), rows, cols, size + 2)
+    ink = pattern.clone()
+    grown_stroke = torch.ones(n, 4, 4, dtype=torch.bool)
+    count = torch.randint(0, distractors + 1, (n,), generator=gen)
+    for slot in range(distractors):
+        pending = count > slot
+        for _ in range(4):  # a few tries per stroke; a stroke with no room is left out
+            kind = torch.randint(0, len(_DISTRACTORS), (n,), generator=gen)
+            r = torch.randint(0, size - 1, (n,), generator=gen)
+            c = torch.randint(0, size - 1, (n,), generator=gen)
+            stroke = _stamp(_DISTRACTORS[kind], r, c, size)
+            fits = pending & ~(stroke & taken[:, 1:-1, 1:-1]).flatten(1).any(dim=1)
+            ink |= stroke & fits[:, None, None]
+            taken |= _stamp(grown_stroke, r, c, size + 2) & fits[:, None, None]
+            pending &= ~fits
+    background = noise * torch.rand(n, size, size, generator=gen)
+    x = torch.where(ink, torch.ones(()), background)
+    return x[:, None].float(), y, pattern[:, None]
+
+
 def _seeded(build, seed: int | None) -> nn.Module:
     """Call ``build()`` with torch's global RNG seeded by ``seed``, then restore the RNG state."""
     if seed is None:
@@ -80,29 +217,46 @@ def _seeded(build, seed: int | None) -> nn.Module:
 
 
 def small_cnn(
-    num_classes: int = 10, *, in_channels: int = 1, width: int = 16, seed: int | None = None
+    num_classes: int = 10,
+    *,
+    in_channels: int = 1,
+    width: int = 16,
+    image_size: int = 8,
+    seed: int | None = None,
 ) -> nn.Sequential:
-    """A tiny ReLU convnet for 8×8 images: two 3×3 convolutions, a 2×2 max-pool, two linear layers.
+    """A tiny ReLU convnet: two 3×3 convolutions, a 2×2 max-pool, two linear layers.
 
-    ``conv(in→w) → ReLU → conv(w→2w) → ReLU → maxpool 2 → flatten → linear(32w→64) → ReLU →
-    linear(64→classes)``. It expects 8×8 images (4×4 after pooling), like :func:`digits`.
+    ``conv(in→w) → ReLU → conv(w→2w) → ReLU → maxpool 2 → flatten → linear(2w·(S/2)²→64) → ReLU →
+    linear(64→classes)`` for ``S × S`` images. The default ``S = 8`` fits :func:`digits` (4×4
+    after pooling); ``image_size=16`` fits :func:`shapes`. The layers and their parameter names
+    are the same for every size; only the width of the first linear layer changes.
 
     Args:
         num_classes: number of output logits (>= 2).
         in_channels: image channels.
         width: channels of the first convolution.
+        image_size: side ``S`` of the square input images (an even number >= 2).
         seed: if given, initialize the weights from this seed without changing torch's global
             random state; ``None`` uses the global RNG like any ``nn.Module``.
 
     Returns:
-        An ``nn.Sequential`` mapping ``(B, in_channels, 8, 8)`` to logits ``(B, num_classes)``.
+        An ``nn.Sequential`` mapping ``(B, in_channels, S, S)`` to logits ``(B, num_classes)``.
+
+    Raises:
+        ValueError, TypeError: on a non-int or out-of-range argument, or an odd ``image_size``.
 
     >>> small_cnn(seed=0)(torch.zeros(2, 1, 8, 8)).shape
     torch.Size([2, 10])
+    >>> small_cnn(4, image_size=16, seed=0)(torch.zeros(2, 1, 16, 16)).shape
+    torch.Size([2, 4])
     """
     num_classes = check_int("num_classes", num_classes, minimum=2)
     in_channels = check_int("in_channels", in_channels, minimum=1)
     width = check_int("width", width, minimum=1)
+    image_size = check_int("image_size", image_size, minimum=2)
+    if image_size % 2:
+        raise ValueError(f"image_size must be an even number, got {image_size}")
+    pooled = (image_size // 2) ** 2
 
     def build() -> nn.Sequential:
         return nn.Sequential(
@@ -112,7 +266,7 @@ def small_cnn(
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(2 * width * 16, 64),
+            nn.Linear(2 * width * pooled, 64),
             nn.ReLU(),
             nn.Linear(64, num_classes),
         )
@@ -248,6 +402,49 @@ def trained_digits_cnn(
     return cached_model(
         "digits_cnn_v1",
         lambda: small_cnn(seed=0),
+        train,
+        directory=Path(cache) if cache is not None else None,
+        retrain=retrain,
+    )
+
+
+def trained_shapes_cnn(
+    *, cache: str | Path | None = None, retrain: bool = False, progress: bool = True
+) -> nn.Sequential:
+    """A trained classifier of :func:`shapes` (``small_cnn(4, width=8, image_size=16)``, ≥ 95 %).
+
+    Trained deterministically (weights seed 0, shuffling seed 0, Adam with learning rate 3e-3,
+    8 epochs of batches of 64) on ``shapes(2000, split="train")`` the first time it is asked for,
+    which takes about ten seconds on two CPU cores; afterwards loaded from
+    ``<cache>/shapes_cnn_v1.pt`` with ``weights_only=True``. It scores about 99 % on
+    ``shapes(1000, split="test")`` and chance (25 %) once the pattern's pixels are replaced by
+    background noise: it looks at the pattern, which makes it the book's test bed for explanations
+    with a known ground truth. A corrupt or incompatible cache file is retrained and replaced with
+    a ``RuntimeWarning``.
+
+    Args:
+        cache: cache folder; defaults to :func:`cache_dir` (``$MOLLIFY_CACHE`` overrides).
+        retrain: train again even if a cached copy exists.
+        progress: show a progress bar while training.
+
+    Returns:
+        The model on the CPU in eval mode, mapping ``(B, 1, 16, 16)`` to logits ``(B, 4)``.
+
+    >>> model = trained_shapes_cnn(progress=False)
+    >>> x, y, mask = shapes(200, split="test")
+    >>> model.training, accuracy(model, x, y) >= 0.95
+    (False, True)
+    """
+
+    def train(model: nn.Module) -> dict:
+        x_train, y_train, _ = shapes(2000, split="train")
+        x_test, y_test, _ = shapes(1000, split="test")
+        losses = train_classifier(model, x_train, y_train, epochs=8, lr=3e-3, progress=progress)
+        return {"final_loss": losses[-1], "test_accuracy": accuracy(model, x_test, y_test)}
+
+    return cached_model(
+        "shapes_cnn_v1",
+        lambda: small_cnn(len(SHAPE_CLASSES), width=8, image_size=16, seed=0),
         train,
         directory=Path(cache) if cache is not None else None,
         retrain=retrain,
