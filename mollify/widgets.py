@@ -27,7 +27,14 @@ from mollify.kernels import KERNELS, kernel as get_kernel
 from mollify.mollifier import mollify
 from mollify.montecarlo import SAMPLERS, integrate
 
-__all__ = ["ROUGH_FUNCTIONS", "kernel_explorer", "mollify_explorer", "montecarlo_explorer"]
+__all__ = [
+    "ROUGH_FUNCTIONS",
+    "kernel_explorer",
+    "mollify_explorer",
+    "montecarlo_explorer",
+    "saliency_explorer",
+    "landscape_explorer",
+]
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 _NODES = 1024  # quadrature nodes per mollification: ample for a plot, fast enough to feel live
@@ -41,6 +48,11 @@ ROUGH_FUNCTIONS: Mapping[str, Function] = {
     "sqrt|x|": lambda x: x.abs().sqrt(),
     "sawtooth": lambda x: x - torch.floor(x) - 0.5,
 }
+
+
+def _a(t: object):
+    """A tensor as a NumPy array for matplotlib (which warns on tensors under NumPy 2)."""
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
 
 
 def _show(out: widgets.Output, fig: Figure) -> None:
@@ -129,8 +141,8 @@ def kernel_explorer(
     ax_k, ax_f = fig.subplots(1, 2)
     (kernel_line,) = ax_k.plot([], [], color="C1", lw=2)
     ax_k.set(xlabel="t", ylabel=r"$\eta_\varepsilon(t)$", title="kernel")
-    (f_line,) = ax_f.plot(x, torch.zeros_like(x), color="0.6", lw=2.5, label="f")
-    (fe_line,) = ax_f.plot(x, torch.zeros_like(x), color="C0", lw=1.8,
+    (f_line,) = ax_f.plot(_a(x), _a(torch.zeros_like(x)), color="0.6", lw=2.5, label="f")
+    (fe_line,) = ax_f.plot(_a(x), _a(torch.zeros_like(x)), color="C0", lw=1.8,
                            label=r"$f_\varepsilon = \eta_\varepsilon * f$")
     ax_f.set(xlabel="x", ylabel="value", title="function and its mollification")
     ax_f.legend(loc="upper left")
@@ -141,10 +153,11 @@ def kernel_explorer(
         f = ROUGH_FUNCTIONS[controls["function"].value]
         t = torch.linspace(-4 * max(eps_now, 0.2), 4 * max(eps_now, 0.2), 801,
                            dtype=torch.float64)
-        kernel_line.set_data(t, k.scaled_pdf(t, eps_now))
+        kernel_line.set_data(_a(t), _a(k.scaled_pdf(t, eps_now)))
         ax_k.relim(), ax_k.autoscale_view()
-        f_line.set_ydata(f(x))
-        fe_line.set_ydata(mollify(f, k, eps_now, method="exact", nodes=_NODES, breakpoints=[0.0])(x))
+        f_line.set_ydata(_a(f(x)))
+        fe_line.set_ydata(_a(mollify(f, k, eps_now, method="exact", nodes=_NODES,
+                                  breakpoints=[0.0])(x)))
         ax_f.relim(), ax_f.autoscale_view()
         ax_k.set_title(f"{k.name} kernel, ε = {eps_now:.3f}")
 
@@ -183,12 +196,12 @@ def mollify_explorer(
     controls = {"kernel": _kernel_dropdown(kernel), "eps": _eps_slider(eps)}
     fig = Figure(figsize=(8, 5.4))
     ax_f, ax_d = fig.subplots(2, 1, sharex=True)
-    ax_f.plot(x, fx, color="0.6", lw=2.5, label="f")
-    (fe_line,) = ax_f.plot(x, fx, color="C0", lw=1.8, label=r"$f_\varepsilon$")
+    ax_f.plot(_a(x), _a(fx), color="0.6", lw=2.5, label="f")
+    (fe_line,) = ax_f.plot(_a(x), _a(fx), color="C0", lw=1.8, label=r"$f_\varepsilon$")
     ax_f.set(ylabel="value", title="f and its mollification")
     ax_f.legend(loc="best")
-    ax_d.plot(x, torch.gradient(fx, spacing=(x,))[0], color="0.6", lw=1.5, label="f′")
-    (de_line,) = ax_d.plot(x, fx, color="C3", lw=1.8, label=r"$f_\varepsilon'$")
+    ax_d.plot(_a(x), _a(torch.gradient(fx, spacing=(x,))[0]), color="0.6", lw=1.5, label="f′")
+    (de_line,) = ax_d.plot(_a(x), _a(fx), color="C3", lw=1.8, label=r"$f_\varepsilon'$")
     ax_d.set(xlabel="x", ylabel="derivative (central differences)")
     ax_d.legend(loc="best")
     fig.tight_layout()
@@ -198,8 +211,8 @@ def mollify_explorer(
         with torch.no_grad():
             fe = mollify(f, controls["kernel"].value, eps_now, method="exact", nodes=_NODES,
                          breakpoints=breakpoints)(x).reshape(-1)
-        fe_line.set_ydata(fe)
-        de_line.set_ydata(torch.gradient(fe, spacing=(x,))[0])
+        fe_line.set_ydata(_a(fe))
+        de_line.set_ydata(_a(torch.gradient(fe, spacing=(x,))[0]))
         ax_f.set_title(f"f and its mollification ({controls['kernel'].value}, ε = {eps_now:.3f})")
         for ax in (ax_f, ax_d):
             ax.relim(), ax.autoscale_view()
@@ -269,14 +282,184 @@ def montecarlo_explorer(
         ]
         mean = torch.stack([e.mean.reshape(()) for e in estimates])
         err = torch.stack([e.stderr.reshape(()) for e in estimates]).nan_to_num(0.0)
-        est_line.set_data(ns, mean)
+        est_line.set_data(ns, _a(mean))
         band[0].remove()
-        band[0] = ax.fill_between(ns, mean - 2 * err, mean + 2 * err, color="C0", alpha=0.2,
+        band[0] = ax.fill_between(ns, _a(mean - 2 * err), _a(mean + 2 * err), color="C0", alpha=0.2,
                                   label="± 2 stderr")
         ax.relim(), ax.autoscale_view()
         ax.legend(loc="upper right")
         last = estimates[-1]
         ax.set_title(f"{controls['sampler'].value} with the {controls['kernel'].value} kernel: "
                      f"{last!r}")
+
+    return _explorer(controls, fig, redraw)
+
+
+def saliency_explorer(
+    model: torch.nn.Module, x: torch.Tensor, *, target: int | None = None,
+    kernel: str = "gaussian", mode: str = "input", eps_rel: float = 0.15,
+    eps_param: float = 0.2, n: int = 16,
+) -> widgets.VBox:
+    """Choose a kernel, a smoothing mode, the widths and n; watch one image's saliency map change.
+
+    Panels: the image, its raw gradient ∇_x f_c(x) (:class:`mollify.Gradient`) and the
+    Monte Carlo gradient mollification (:class:`mollify.MCGM`) with the chosen settings — input
+    noise ε = ``eps_rel``·(max x − min x), multiplicative weight noise of std ``eps_param``, or
+    both (``mode="joint"``). The noise is seeded, so moving a control back restores the map.
+
+    Args:
+        model: a classifier mapping ``(B, C, H, W)`` to logits.
+        x: one image, ``(C, H, W)`` or ``(1, C, H, W)``.
+        target: class to explain (default: the predicted class).
+        kernel, mode, eps_rel, eps_param, n: initial settings of the controls.
+
+    Returns:
+        An ``ipywidgets.VBox`` with ``.figure``, ``.controls`` and ``.refresh()``.
+
+    >>> from mollify.data import small_cnn
+    >>> box = saliency_explorer(small_cnn(seed=0), torch.rand(1, 8, 8), n=4)
+    >>> box.controls["mode"].value = "parameter"
+    """
+    from mollify.explain import MODES, MCGM, Gradient
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or (x.dim() == 4 and len(x) != 1):
+        raise ValueError("x must be one image shaped (C, H, W) or (1, C, H, W)")
+    x = x.reshape(1, *x.shape[-3:]).detach()
+    check_choice("mode", mode, MODES)
+    n = check_int("n", n, minimum=1)
+    if target is None:
+        with torch.no_grad():
+            target = int(model(x).argmax(1))
+    raw = Gradient(model).attribute(x, target=target)[0]
+    controls = {
+        "kernel": _kernel_dropdown(kernel),
+        "mode": widgets.Dropdown(options=list(MODES), value=mode, description="mode"),
+        "eps_rel": _eps_slider(check_real("eps_rel", eps_rel, low=0.01, high=2.0), "ε input"),
+        "eps_param": _eps_slider(check_real("eps_param", eps_param, low=0.01, high=2.0),
+                                 "σ weights"),
+        "n": widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=n,
+                                     description="n", continuous_update=False),
+    }
+    fig = Figure(figsize=(9, 3.3))
+    axes = fig.subplots(1, 3)
+    channel = 0
+
+    def show(ax, image, title, cmap="RdBu_r"):
+        scale = float(image.abs().max()) or 1.0
+        style = {"vmin": -scale, "vmax": scale} if cmap == "RdBu_r" else {}
+        ax.imshow(_a(image), cmap=cmap, **style)
+        ax.set_title(title)
+        ax.set_xticks([]), ax.set_yticks([])
+
+    show(axes[0], x[0, channel], f"image (class {target})", cmap="gray_r")
+    show(axes[1], raw[channel], "raw gradient")
+
+    def redraw() -> None:
+        c = controls
+        explainer = MCGM(model, kernel=c["kernel"].value, mode=c["mode"].value,
+                         eps_rel=c["eps_rel"].value, eps_param=c["eps_param"].value,
+                         n=c["n"].value, n_param=c["n"].value)
+        smooth = explainer.attribute(x, target=target,
+                                     generator=torch.Generator().manual_seed(0))[0]
+        axes[2].clear()
+        show(axes[2], smooth[channel],
+             f"{c['kernel'].value}, {c['mode'].value}, n = {c['n'].value}")
+
+    return _explorer(controls, fig, redraw)
+
+
+def _default_landscape(theta: torch.Tensor) -> torch.Tensor:
+    """L(θ) = θ² + 1 − cos(10θ): a bowl with ripples, many local minima, global minimum at 0."""
+    return theta**2 + 1 - torch.cos(10 * theta)
+
+
+def landscape_explorer(
+    f: Function | None = None, *, sigma: float = 0.3, start: float = 1.9, lr: float = 0.01,
+    steps: int = 150, n_samples: int = 8, xlim: tuple[float, float] = (-2.5, 2.5),
+) -> widgets.VBox:
+    """A 1-D non-convex loss, its Gaussian smoothing L_σ, and descent on each.
+
+    Left: L and L_σ(θ) = E_z[L(θ + σz)] (exact quadrature, :func:`mollify.mollify`), with the end
+    points of plain gradient descent (``torch.optim.SGD``) and of :class:`mollify.GSmoothSGD`
+    (``n_samples`` Gaussian perturbations per step, seeded) started from the same θ₀. Right: the
+    two paths θ_t against the step t.
+
+    Args:
+        f: vectorized loss of a 1-D tensor of θ values; default θ² + 1 − cos(10θ).
+        sigma: initial σ in [0, 1] (0 makes both optimizers plain gradient descent).
+        start: initial θ₀ (inside ``xlim``).
+        lr, steps, n_samples: learning rate, number of steps, samples per smoothed step.
+        xlim: plotted θ-range.
+
+    Returns:
+        An ``ipywidgets.VBox`` with ``.figure``, ``.controls`` and ``.refresh()``.
+
+    >>> box = landscape_explorer(sigma=0.2, steps=20)
+    >>> box.controls["sigma"].value = 0.5
+    """
+    from mollify.optim import GSmoothSGD
+
+    loss = f if f is not None else _default_landscape
+    if not callable(loss):
+        raise TypeError(f"f must be callable, got {type(loss).__name__}")
+    sigma = check_real("sigma", sigma, low=0.0, high=1.0)
+    lr = check_real("lr", lr, low=0.0, low_open=True)
+    steps = check_int("steps", steps, minimum=1)
+    n_samples = check_int("n_samples", n_samples, minimum=1)
+    theta = _grid(xlim)
+    start = check_real("start", start, low=float(theta[0]), high=float(theta[-1]))
+    controls = {
+        "sigma": widgets.FloatSlider(value=sigma, min=0.0, max=1.0, step=0.01, description="σ",
+                                     continuous_update=False),
+        "start": widgets.FloatSlider(value=start, min=float(theta[0]), max=float(theta[-1]),
+                                     step=0.05, description="θ₀", continuous_update=False),
+    }
+    fig = Figure(figsize=(10, 3.6))
+    ax_l, ax_p = fig.subplots(1, 2)
+    ax_l.plot(_a(theta), _a(loss(theta)), color="0.6", lw=1.5, label="L")
+    (smooth_line,) = ax_l.plot(_a(theta), _a(loss(theta)), color="C0", lw=2, label=r"$L_\sigma$")
+    (gd_dot,) = ax_l.plot([], [], "o", color="C3", ms=8, label="end of GD")
+    (gs_dot,) = ax_l.plot([], [], "*", color="C2", ms=12, label="end of GSmoothSGD")
+    ax_l.set(xlabel=r"weight $\theta$", ylabel="loss", title="landscape")
+    ax_l.legend(loc="upper center", fontsize=8)
+    (gd_path,) = ax_p.plot([], [], color="C3", label="gradient descent on L")
+    (gs_path,) = ax_p.plot([], [], color="C2", label=r"GSmoothSGD ($\nabla L_\sigma$ by MC)")
+    ax_p.set(xlabel="step t", ylabel=r"$\theta_t$", title="paths from the same start")
+    ax_p.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+
+    def descend(smoothed: bool) -> list[float]:
+        param = torch.tensor([controls["start"].value], dtype=torch.float64, requires_grad=True)
+        opt = (GSmoothSGD([param], lr=lr, sigma=controls["sigma"].value, n_samples=n_samples,
+                          generator=torch.Generator().manual_seed(0))
+               if smoothed else torch.optim.SGD([param], lr=lr))
+
+        def closure():
+            opt.zero_grad()
+            value = loss(param).sum()
+            value.backward()
+            return value
+
+        path = [param.item()]
+        for _ in range(steps):
+            opt.step(closure)
+            path.append(param.item())
+        return path
+
+    def redraw() -> None:
+        sigma_now = controls["sigma"].value
+        smooth = loss(theta) if sigma_now == 0 else mollify(loss, "gaussian", sigma_now,
+                                                             method="exact", nodes=_NODES)(theta)
+        smooth_line.set_ydata(_a(smooth))
+        ax_l.relim(), ax_l.autoscale_view()
+        for dot, line, path in ((gd_dot, gd_path, descend(False)),
+                                (gs_dot, gs_path, descend(True))):
+            end = torch.tensor([path[-1]], dtype=torch.float64)
+            dot.set_data([path[-1]], _a(loss(end)))
+            line.set_data(range(len(path)), path)
+        ax_p.relim(), ax_p.autoscale_view()
+        ax_l.set_title(f"landscape, σ = {sigma_now:.2f}")
 
     return _explorer(controls, fig, redraw)

@@ -13,8 +13,10 @@ import torch
 from mollify.widgets import (
     ROUGH_FUNCTIONS,
     kernel_explorer,
+    landscape_explorer,
     montecarlo_explorer,
     mollify_explorer,
+    saliency_explorer,
 )
 
 
@@ -104,3 +106,62 @@ def test_sliders_update_only_on_release_and_no_pyplot_figures_leak():
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- saliency and landscape explorers ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn():
+    from mollify.data import small_cnn
+
+    return small_cnn(seed=0)
+
+
+def test_saliency_explorer_shows_raw_and_smoothed_maps_and_restores_the_model(tiny_cnn):
+    from mollify.explain import Gradient
+
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    tiny_cnn.train()
+    box = saliency_explorer(tiny_cnn, x, target=3, n=4)
+    raw = box.figure.axes[1].images[0].get_array()
+    expected = Gradient(tiny_cnn).attribute(x, target=3)[0, 0]
+    assert np.allclose(raw, expected.numpy())
+    before = np.asarray(box.figure.axes[2].images[0].get_array()).copy()
+    for mode in ("parameter", "joint"):
+        box.controls["mode"].value = mode
+        after = np.asarray(box.figure.axes[2].images[0].get_array())
+        assert not np.allclose(before, after), f"mode={mode} did not redraw"
+    assert tiny_cnn.training  # the explainers restored the mode
+
+
+def test_saliency_explorer_bad_input(tiny_cnn):
+    with pytest.raises(ValueError, match="one image"):
+        saliency_explorer(tiny_cnn, torch.rand(2, 1, 8, 8))
+    with pytest.raises(TypeError, match="model"):
+        saliency_explorer(lambda t: t, torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="mode"):
+        saliency_explorer(tiny_cnn, torch.rand(1, 8, 8), mode="weights")
+
+
+def test_landscape_explorer_smoothing_escapes_the_ripples():
+    box = landscape_explorer(sigma=0.0, start=1.9, steps=150)
+    gd, gs = (np.asarray(line.get_ydata()) for line in box.figure.axes[1].lines)
+    assert np.array_equal(gd, gs)  # sigma = 0: GSmoothSGD is plain gradient descent
+    assert abs(gd[-1]) > 1.5  # stuck in a ripple near the start
+    box.controls["sigma"].value = 0.5
+    gs = np.asarray(box.figure.axes[1].lines[1].get_ydata())
+    assert abs(gs[-1]) < 0.5  # the smoothed descent reaches the central basin
+    # the smoothed curve is the closed form  θ² + σ² + 1 − cos(10θ)·exp(−50σ²)
+    theta, smooth = (np.asarray(a) for a in box.figure.axes[0].lines[1].get_data())
+    closed = theta**2 + 0.25 + 1 - np.cos(10 * theta) * np.exp(-50 * 0.25)
+    assert np.max(np.abs(smooth - closed)) < 1e-6
+
+
+def test_landscape_explorer_bad_input():
+    with pytest.raises(ValueError, match="sigma"):
+        landscape_explorer(sigma=-0.1)
+    with pytest.raises(ValueError, match="start"):
+        landscape_explorer(start=10.0)
+    with pytest.raises(TypeError, match="f must be callable"):
+        landscape_explorer(f=3.0)
