@@ -12,7 +12,8 @@ Samplers (:data:`SAMPLERS`):
   centre of its cell of width 2^{-m}, m = ⌈log₂ n⌉ (so no point sits on 0, and every 1-D projection
   of a power-of-two point set is the midpoint rule), mapped through F⁻¹. Deterministic; there is no
   statistical error bar, so ``stderr`` is NaN.
-* ``"rqmc"`` — ``replicates`` independently scrambled Sobol sequences (Owen scrambling, seeded
+* ``"rqmc"`` — ``replicates`` independently scrambled Sobol sequences (torch's scrambling: a
+  random linear matrix scramble plus a digital shift — not Owen's nested scrambling — seeded
   from the generator), n / replicates points each; the estimate is the mean of the replicate
   means and its standard error is their standard deviation / √replicates.
 
