@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_int", "check_real", "check_choice"]
+import torch
+
+__all__ = ["check_int", "check_real", "check_choice", "check_finite_tensor"]
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
@@ -39,7 +41,8 @@ def check_real(
 ) -> float:
     """Return ``value`` as a finite ``float`` inside the given bounds.
 
-    Ints are accepted where floats are meant. ``low_open``/``high_open`` exclude the bound.
+    Ints are accepted where floats are meant; tensors are not (``.item()`` them: a silent
+    conversion would drop their autograd history). ``low_open``/``high_open`` exclude the bound.
 
     Raises:
         TypeError: if ``value`` is not a real number.
@@ -66,3 +69,24 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_finite_tensor(name: str, x: object) -> torch.Tensor:
+    """Return ``x`` as a real floating tensor with no NaN or inf (ints become the default dtype).
+
+    Raises:
+        TypeError: if ``x`` cannot be made a tensor or is complex.
+        ValueError: if ``x`` holds NaN or inf.
+    """
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except Exception:
+            raise TypeError(f"{name} must be a tensor, got {type(x).__name__}") from None
+    if x.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return x

@@ -900,31 +900,14 @@ class VarGrad(MCGM):
     _reduce = "var"
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        kernel: str | Kernel = "gaussian",
-        mode: str = "input",
-        noise: str = "multiplicative",
-        eps: float | None = None,
-        eps_rel: float | None = None,
-        eps_param: float = 0.2,
-        n: int = 50,
-        n_param: int = 10,
-        sampler: str = "mc",
-        replicates: int = 16,
-        chunk_size: int | None = None,
-        abs: bool = False,
-        square: bool = False,
-        kernel_param: str | Kernel | None = None,
+        self, model: nn.Module, *, eps: float | None = None, eps_rel: float | None = None,
+        **options: Any,
     ) -> None:
-        if eps is None and eps_rel is None:  # ignored in parameter mode
+        """Same arguments as :class:`MCGM`; with neither ``eps`` nor ``eps_rel``, SmoothGrad's
+        ``eps_rel=0.15`` (ignored in parameter mode)."""
+        if eps is None and eps_rel is None:
             eps_rel = 0.15
-        super().__init__(
-            model, kernel=kernel, mode=mode, noise=noise, eps=eps, eps_rel=eps_rel,
-            eps_param=eps_param, n=n, n_param=n_param, sampler=sampler, replicates=replicates,
-            chunk_size=chunk_size, abs=abs, square=square, kernel_param=kernel_param,
-        )
+        super().__init__(model, eps=eps, eps_rel=eps_rel, **options)
 
 
 class NoiseGrad(MCGM):

@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mollify._validation import check_choice, check_int, check_real
+from mollify._validation import check_choice, check_finite_tensor, check_int, check_real
 from mollify.kernels import KERNELS, Kernel, kernel as _get_kernel
 from mollify.montecarlo import SAMPLERS, Estimate, _check_sampler_size, integrate
 
@@ -59,18 +59,7 @@ def _score_kernels() -> str:
 
 def _as_points(x: object) -> tuple[Tensor, tuple[int, ...]]:
     """x as finite float points of shape (M, d); returns them and the shape of x."""
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except Exception:
-            raise TypeError(f"x must be a tensor, got {type(x).__name__}") from None
-    if x.is_complex():
-        raise TypeError(f"x must be real, got dtype {x.dtype}")
-    if not x.is_floating_point():
-        x = x.to(torch.get_default_dtype())
-    x = x.detach()
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite (no NaN or inf)")
+    x = check_finite_tensor("x", x).detach()
     shape = tuple(x.shape)
     if x.dim() == 0:
         return x.reshape(1, 1), shape

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mollify._validation import check_choice, check_int, check_real
+from mollify._validation import check_choice, check_finite_tensor, check_int, check_real
 from mollify.kernels import Kernel, _gauss_legendre, kernel as _get_kernel
 from mollify.montecarlo import SAMPLERS, Estimate, _check_sampler_size, integrate
 
@@ -52,21 +52,6 @@ def _panel_edges(k: Kernel, panels: int) -> Tensor:
             torch.linspace(centre, radius, tail + 1, dtype=torch.float64)[1:],
         ]
     )
-
-
-def _check_finite_tensor(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except Exception:
-            raise TypeError(f"{name} must be a tensor, got {type(x).__name__}") from None
-    if x.is_complex():
-        raise TypeError(f"{name} must be real, got dtype {x.dtype}")
-    if not x.is_floating_point():
-        x = x.to(torch.get_default_dtype())
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return x
 
 
 class Mollified:
@@ -122,7 +107,7 @@ class Mollified:
 
     # ----- input/output plumbing
     def _points(self, x: object) -> tuple[Tensor, tuple[int, ...], bool]:
-        x = _check_finite_tensor("x", x)
+        x = check_finite_tensor("x", x)
         if x.dim() <= 1:
             return x.reshape(-1, 1), tuple(x.shape), True
         return x.reshape(-1, x.shape[-1]), tuple(x.shape[:-1]), False
@@ -365,7 +350,7 @@ def mollify(
 
 
 def _grid_spacing(name: str, grid: object, size: int) -> float:
-    g = _check_finite_tensor(name, grid)
+    g = check_finite_tensor(name, grid)
     if g.dim() != 1:
         raise ValueError(f"{name} must be a 1-D tensor of grid points, got shape {tuple(g.shape)}")
     if g.shape[0] != size:
@@ -486,7 +471,7 @@ def convolve(
     eps = check_real("eps", eps, low=0, low_open=True)
     boundary = check_choice("boundary", boundary, BOUNDARIES)
     fill = check_real("fill", fill)
-    v = _check_finite_tensor("values", values)
+    v = check_finite_tensor("values", values)
     if isinstance(grid, Tensor):
         grids = [grid]
     elif isinstance(grid, (list, tuple)):

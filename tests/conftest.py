@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,3 +16,13 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("MOLLIFY_CACHE", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module of tiny-model tests on one torch thread (restored afterwards): on a busy
+    2-core machine two threads make millisecond operations hundreds of times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,13 +17,7 @@ SCORE_KERNELS = [name for name in KERNELS if kernel(name).has_score]
 NO_SCORE_KERNELS = [name for name in KERNELS if not kernel(name).has_score]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed: int) -> torch.Generator:
