@@ -718,7 +718,7 @@ def localization(
 ) -> torch.Tensor:
     r"""Share of the attribution mass that falls inside a ground-truth mask.
 
-    "Attribution localisation" (Kohlbrenner et al., 2020, arXiv:2003.07258, as in Quantus):
+    "Attribution localisation" (Kohlbrenner et al., arXiv 1910.09840; Arras et al., CLEVR-XAI, arXiv 2003.07258; as in Quantus):
 
     .. math:: L = \frac{\sum_{j \in M} a_j^+}{\sum_j a_j^+} \in [0, 1],
 
