@@ -287,7 +287,10 @@ def mollify(
 
     The returned :class:`Mollified` always returns a tensor; its ``estimate(x)`` method returns an
     :class:`~mollify.montecarlo.Estimate` (NaN stderr for quadrature). Results are differentiable
-    in x by autograd when f is (for ``"exact"``, ∇f_ε is then the quadrature of ∇f).
+    in x by autograd when f is (for ``"exact"``, ∇f_ε is then the quadrature of ∇f). Autograd
+    differentiates f itself, not the kernel: for piecewise-linear f (a ReLU network) the second
+    derivative comes out as exactly 0, although f_ε'' is not — differentiate f_ε' on a grid
+    instead (e.g. :func:`convolve` of sampled f', or finite differences of f_ε).
 
     Args:
         f: vectorized function; ``f(points)`` with ``points`` of shape ``(N, d)`` returns
