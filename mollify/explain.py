@@ -249,7 +249,6 @@ class _Accumulator:
             self._rows.add(torch.stack([d, d * d], 1))
         off = 0
         if self._filled:
-            assert self._part is not None
             take = min(self.unit - self._filled, r)
             self._part.add(g[:take])
             self._filled += take
@@ -275,7 +274,8 @@ class _Accumulator:
 
     def mean(self) -> tuple[Tensor, Tensor]:
         """(mean, stderr) from the unit means (stderr NaN with a single unit)."""
-        assert self._ushift is not None and self._filled == 0
+        if self._ushift is None or self._filled:
+            raise RuntimeError("mean() needs at least one complete unit of samples")
         s = self._units.total()
         units = self._units.count
         mean = self._ushift + s[0] / units
@@ -286,7 +286,8 @@ class _Accumulator:
 
     def variance(self) -> Tensor:
         """Population variance of the samples, mean(g²) − mean(g)² (Captum's VarGrad)."""
-        assert self._rows is not None and self._rshift is not None
+        if self._rows is None:
+            raise RuntimeError("variance() needs the per-sample moments (moments=True)")
         s = self._rows.total()
         m = s[0] / self.count
         return torch.clamp(s[1] / self.count - m * m, min=0.0)
