@@ -12,7 +12,13 @@ import numbers
 
 import torch
 
-__all__ = ["check_int", "check_real", "check_choice", "check_finite_tensor"]
+__all__ = [
+    "check_int",
+    "check_real",
+    "check_choice",
+    "check_finite_tensor",
+    "check_generator",
+]
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
@@ -90,3 +96,16 @@ def check_finite_tensor(name: str, x: object) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return x
+
+
+def check_generator(generator: object) -> torch.Generator | None:
+    """Return ``generator`` if it is a ``torch.Generator`` or None.
+
+    Raises:
+        TypeError: otherwise.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    return generator

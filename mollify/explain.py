@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from mollify._validation import check_choice, check_int, check_real
+from mollify._validation import check_choice, check_generator, check_int, check_real
 from mollify.kernels import Kernel, kernel as _get_kernel
 from mollify.montecarlo import (
     SAMPLERS,
@@ -689,10 +689,7 @@ class MCGM(Explainer):
         """
         cfg = self._config(overrides)
         x = _check_inputs(inputs)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
+        check_generator(generator)
         self.last_model_calls = 0
         with _eval_mode(self.model):
             tgt, hi = self._targets(target, x)

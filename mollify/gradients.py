@@ -41,7 +41,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mollify._validation import check_choice, check_finite_tensor, check_int, check_real
+from mollify._validation import (
+    check_choice,
+    check_finite_tensor,
+    check_generator,
+    check_int,
+    check_real,
+)
 from mollify.kernels import KERNELS, Kernel, kernel as _get_kernel
 from mollify.montecarlo import SAMPLERS, Estimate, _check_sampler_size, integrate
 
@@ -164,10 +170,7 @@ def smoothed_grad(
     estimator = check_choice("estimator", estimator, ESTIMATORS)
     sampler = check_choice("sampler", sampler, SAMPLERS)
     replicates = check_int("replicates", replicates, minimum=2)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
+    check_generator(generator)
     chunk = _DEFAULT_CHUNK if chunk_size is None else check_int("chunk_size", chunk_size, minimum=1)
     if not isinstance(baseline, bool):
         raise TypeError(f"baseline must be a bool, got {type(baseline).__name__}")

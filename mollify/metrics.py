@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from mollify._validation import check_choice, check_int, check_real
+from mollify._validation import check_choice, check_generator, check_int, check_real
 
 __all__ = [
     "sparseness",
@@ -90,14 +90,6 @@ def _check_shares_shape(name: str, value: torch.Tensor, ref_name: str, ref: torc
             f"may be 1 to be shared, e.g. (B, 1, H, W) for (B, 3, H, W)), "
             f"got {tuple(value.shape)}"
         )
-
-
-def _check_generator(generator: object) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-    return generator
 
 
 def _check_target(target: object, batch: int) -> int | torch.Tensor | None:
@@ -495,7 +487,7 @@ def max_sensitivity(
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
 
     def explain(x: torch.Tensor, t: Target) -> torch.Tensor:
         out = explain_fn(x, t)
@@ -654,7 +646,7 @@ def randomize_parameters(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     available = [name for name, _ in _parameterized(model)]
     if not available:
         raise ValueError("model has no parameters to randomize")

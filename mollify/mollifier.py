@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mollify._validation import check_choice, check_finite_tensor, check_int, check_real
+from mollify._validation import (
+    check_choice,
+    check_finite_tensor,
+    check_generator,
+    check_int,
+    check_real,
+)
 from mollify.kernels import Kernel, _gauss_legendre, kernel as _get_kernel
 from mollify.montecarlo import SAMPLERS, Estimate, _check_sampler_size, integrate
 
@@ -327,10 +333,7 @@ def mollify(
     n = check_int("n", n, minimum=1)
     sampler = check_choice("sampler", sampler, SAMPLERS)
     method = check_choice("method", method, METHODS)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
+    check_generator(generator)
     chunk = _DEFAULT_CHUNK if chunk_size is None else check_int("chunk_size", chunk_size, minimum=1)
     if nodes is not None:
         nodes = check_int("nodes", nodes, minimum=2 * _GL)

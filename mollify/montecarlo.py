@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mollify._validation import check_choice, check_int, check_real
+from mollify._validation import check_choice, check_generator, check_int, check_real
 from mollify.kernels import Kernel, kernel as _get_kernel
 
 __all__ = [
@@ -162,14 +162,6 @@ def _draw_key(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**62, (), generator=generator, device=device))
 
 
-def _check_generator(generator: object) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-    return generator
-
-
 def _check_dtype(dtype: object) -> torch.dtype:
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
@@ -246,7 +238,7 @@ class PointStream:
         self.dim = check_int("dim", dim, minimum=1)
         self.sampler = check_choice("sampler", sampler, SAMPLERS)
         self.dtype = _check_dtype(dtype)
-        generator = _check_generator(generator)
+        generator = check_generator(generator)
         if device is not None:
             self.device = torch.device(device)
         elif generator is not None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from mollify._validation import check_int, check_real
+from mollify._validation import check_generator, check_int, check_real
 
 __all__ = ["GSmoothSGD", "GSmoothAdam"]
 
@@ -81,10 +81,7 @@ class _GaussianSmoothing:
         antithetic = _check_bool("antithetic", antithetic)
         if antithetic and n_samples % 2:
             raise ValueError(f"n_samples must be even when antithetic=True, got {n_samples}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
+        check_generator(generator)
         self._sigma_default = sigma  # read by add_param_group while the parent __init__ runs
         return sigma, n_samples, antithetic, generator
 
