@@ -49,7 +49,11 @@ __all__ = [
 #: Point samplers accepted by :func:`integrate`, :func:`sample_points` and :class:`PointStream`.
 SAMPLERS: tuple[str, ...] = ("mc", "antithetic", "qmc", "rqmc")
 
-_BLOCK = 4096  # points per random block: part of the definition of the stream, do not change
+# Points are drawn in blocks of `_BLOCK` rows, or fewer when a row is long: a block holds at most
+# `_BLOCK_NUMBERS` numbers (8 MiB in float64), so a 224×224×3 image gets blocks of 4 rows. Both
+# constants are part of the definition of the stream (its values depend on them): do not change.
+_BLOCK = 4096
+_BLOCK_NUMBERS = 2**20
 _DEFAULT_CHUNK = 2**16
 _SOBOL_MAXBIT = 30  # torch.quasirandom.SobolEngine works with 30-bit integers
 _MASK64 = (1 << 64) - 1
@@ -184,6 +188,13 @@ def _check_sampler_size(n: int, sampler: str, replicates: int) -> int:
     return replicates
 
 
+def _block_rows(dim: int) -> int:
+    """Rows per random block for points of dimension ``dim``: 4096, or the largest power of two
+    that keeps a block within 2**20 numbers (at least 1)."""
+    rows = max(1, _BLOCK_NUMBERS // dim)
+    return min(_BLOCK, 1 << (rows.bit_length() - 1))
+
+
 class PointStream:
     """The n points u_0, …, u_{n−1} ∈ R^d that a sampler feeds an integrand, computed on demand.
 
@@ -259,6 +270,7 @@ class PointStream:
                     f"at most 2**{_SOBOL_MAXBIT} Sobol points per replicate, got {self.group_size}"
                 )
         self._key = None if self.sampler == "qmc" else _draw_key(generator)
+        self.block_rows = _block_rows(self.dim)
         self._cache: dict[tuple[int, int], Tensor] = {}
         self._engine: torch.quasirandom.SobolEngine | None = None
         self._engine_id: tuple[int, int] | None = None  # (replicate, position)
@@ -271,16 +283,19 @@ class PointStream:
 
     # ----- blocks
     def _uniform_block(self, r: int, b: int) -> Tensor:
-        """Uniforms in (0, 1) of block b of replicate r: shape (rows, dim), work dtype, device."""
-        lo = b * _BLOCK
+        """Uniforms in (0, 1) of block b of replicate r: shape (rows, dim), work dtype, device.
+
+        A block is one draw of its own seeded generator. Only the rows the stream uses are drawn
+        (the last block is short); on the CPU these equal the first rows of a full block.
+        """
+        lo = b * self.block_rows
         if self.sampler in ("mc", "antithetic"):
+            rows = min(self.block_rows, self._base_count() - lo)
             g = torch.Generator(device=self.device).manual_seed(_mix(self._key, b))
-            u = torch.rand((_BLOCK, self.dim), generator=g, device=self.device, dtype=self._work)
-            u = u.clamp_min(torch.finfo(self._work).eps / 4)  # no exact 0 → no infinite point
-            rows = min(_BLOCK, self._base_count() - lo)
-            return u[:rows]
+            u = torch.rand((rows, self.dim), generator=g, device=self.device, dtype=self._work)
+            return u.clamp_min(torch.finfo(self._work).eps / 4)  # no exact 0 → no infinite point
         # Sobol: sequential engine, fast-forwarded when the request is not the next block
-        rows = min(_BLOCK, self.group_size - lo)
+        rows = min(self.block_rows, self.group_size - lo)
         if self._engine is None or self._engine_id != (r, lo):
             if self.sampler == "qmc":
                 self._engine = torch.quasirandom.SobolEngine(self.dim, scramble=False)
@@ -316,10 +331,11 @@ class PointStream:
     def _base(self, r: int, start: int, stop: int) -> Tensor:
         """Rows [start, stop) of the base sequence of replicate r."""
         parts = []
-        for b in range(start // _BLOCK, (stop - 1) // _BLOCK + 1):
+        size = self.block_rows
+        for b in range(start // size, (stop - 1) // size + 1):
             blk = self._block(r, b)
-            lo = max(start - b * _BLOCK, 0)
-            hi = min(stop - b * _BLOCK, blk.shape[0])
+            lo = max(start - b * size, 0)
+            hi = min(stop - b * size, blk.shape[0])
             parts.append(blk[lo:hi])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
