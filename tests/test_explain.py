@@ -120,6 +120,26 @@ def test_noisegrad_on_a_linear_model_returns_its_weights():
     assert torch.allclose(anti, w, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace", "uniform"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_weight_noise_has_the_kernels_unit_variance(kernel, dtype):
+    # On a linear model the gradient of sample j is w ∘ (1 + σ z_j), so the variance of the
+    # gradients over weight samples is σ² w² for every unit-variance kernel. Gaussian noise is
+    # drawn by torch.randn in the parameters' dtype, the others by inversion: check both paths.
+    torch.manual_seed(0)
+    model = nn.Linear(40, 2).to(dtype)
+    x = torch.randn(1, 40, dtype=dtype, generator=gen(0))
+    sigma, n = 0.2, 2000
+    var = VarGrad(model, mode="parameter", kernel=kernel, eps_param=sigma, n_param=n)
+    var = var.attribute(x, target=1, generator=gen(3))[0].double()
+    w2 = model.weight.detach()[1].double() ** 2
+    ratio = (var / (sigma**2 * w2)).mean()  # mean over 40 coordinates of var / expected
+    # each coordinate's sample variance has relative sd ≈ √(2/n) (more for heavy tails)
+    assert abs(float(ratio) - 1.0) < 0.05, float(ratio)
+    mean = NoiseGrad(model, kernel=kernel, eps_param=sigma, n=n).attribute(x, 1, generator=gen(4))
+    z = (mean[0].double() / model.weight.detach()[1].double() - 1) / sigma  # ≈ mean of n z's
+    assert float(z.abs().max()) < 4.5 / math.sqrt(n) * 1.5
+
 def test_joint_mode_on_a_linear_model():
     torch.manual_seed(0)
     model = nn.Linear(5, 2).double()
