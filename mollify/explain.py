@@ -38,6 +38,12 @@ Design:
   grow with n and the result does not depend on ``chunk_size``: bitwise in input mode (for models
   that treat every row of a batch alike), to rounding (~1e-7 relative in float32) in parameter
   and joint modes, where vmap batches a different number of weight samples into each kernel.
+* ``chunk_size=None`` (the default) means 256 // B samples per pass on the CPU, and on CUDA as
+  many as fit in half the free GPU memory (``"auto"``; see :func:`chunk_for_memory`): a probe pass
+  over two copies of the batch measures the peak bytes per copy. Give an int to override.
+* ``autocast=torch.bfloat16`` (or ``torch.float16`` on CUDA) runs the model's forward and
+  backward under ``torch.autocast`` (input mode); noise, inputs and the accumulated map stay in the inputs'
+  dtype. ``python -m mollify bench`` measures its speed and its error against float32.
 * The model is put in eval mode for the call and every module's mode is restored afterwards (also
   when the forward raises); parameters and their ``requires_grad`` flags are never modified.
 * ``target``: ``None`` (the class the model predicts for the clean input), an int, or one int per
@@ -54,7 +60,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,12 +90,18 @@ __all__ = [
     "VarGrad",
     "NoiseGrad",
     "FusionGrad",
+    "AUTOCAST_DTYPES",
+    "chunk_for_memory",
 ]
 
 #: Where MCGM puts the noise.
 MODES: tuple[str, ...] = ("input", "parameter", "joint")
 #: How weight noise is applied: θ + σz or θ ⊙ (1 + σz).
 NOISES: tuple[str, ...] = ("additive", "multiplicative")
+#: Reduced-precision dtypes accepted by ``autocast``.
+AUTOCAST_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
+#: Share of the free CUDA memory that ``chunk_size="auto"`` fills.
+CUDA_MEMORY_FRACTION = 0.5
 
 _DEFAULT_ROWS = 256  # default number of noisy examples per forward/backward pass
 
@@ -108,6 +120,30 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in states:
             m.training = flag
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` on ``device`` for a reduced-precision ``dtype``; no-op for None."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def chunk_for_memory(
+    free_bytes: int, bytes_per_sample: float, limit: int, *, fraction: float = CUDA_MEMORY_FRACTION
+) -> int:
+    """Samples per pass that fit in ``fraction`` of ``free_bytes``: ⌊fraction·free / per sample⌋,
+    clamped to [1, limit]. Used by ``chunk_size="auto"``.
+
+    >>> chunk_for_memory(8 * 2**30, 100 * 2**20, limit=1000)   # 4 GiB / 100 MiB
+    40
+    >>> chunk_for_memory(2**20, 2**30, limit=50), chunk_for_memory(2**40, 1, limit=50)
+    (1, 50)
+    """
+    limit = check_int("limit", limit, minimum=1)
+    fraction = check_real("fraction", fraction, low=0, high=1, low_open=True)
+    fits = int(fraction * free_bytes // max(float(bytes_per_sample), 1.0))
+    return max(1, min(limit, fits))
 
 
 def _check_inputs(inputs: object) -> Tensor:
@@ -306,9 +342,10 @@ class _Config:
     n_param: int
     sampler: str
     replicates: int
-    chunk_size: int | None
+    chunk_size: int | str | None
     abs: bool
     square: bool
+    autocast: torch.dtype | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,6 +514,7 @@ _MCGM_DEFAULTS: dict[str, Any] = {
     "abs": False,
     "square": False,
     "kernel_param": None,
+    "autocast": None,
 }
 
 
@@ -512,11 +550,15 @@ class MCGM(Explainer):
             ``n_param`` (parameter/joint).
         replicates: scrambled replicates for ``"rqmc"`` in input mode (n a multiple of it).
         chunk_size: noisy samples per example and forward/backward pass (bounds memory: the pass
-            holds ``chunk_size × B`` examples); default 256 // B. Does not change the result
-            (bitwise in input mode, to rounding in the vmapped modes).
+            holds ``chunk_size × B`` examples); an int, ``"auto"`` (fill half the free CUDA
+            memory; 256 // B off CUDA) or None (``"auto"`` on CUDA, else 256 // B). Does not
+            change the result (bitwise in input mode, to rounding in the vmapped modes).
         abs: average |gradient| instead of the gradient.
         square: average gradient² (SmoothGrad²); implies ``abs``.
         kernel_param: kernel of the weight noise (default: ``kernel``).
+        autocast: None, or ``torch.bfloat16``/``torch.float16`` to run the model's passes under
+            ``torch.autocast`` (faster on GPUs; the map stays in the inputs' dtype). Input mode
+            only.
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module`` or an option has the wrong type.
@@ -549,16 +591,17 @@ class MCGM(Explainer):
         n_param: int = 10,
         sampler: str = "mc",
         replicates: int = 16,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
         abs: bool = False,
         square: bool = False,
         kernel_param: str | Kernel | None = None,
+        autocast: torch.dtype | None = None,
     ) -> None:
         super().__init__(model)
         self._options = dict(
             kernel=kernel, mode=mode, noise=noise, eps=eps, eps_rel=eps_rel, eps_param=eps_param,
             n=n, n_param=n_param, sampler=sampler, replicates=replicates, chunk_size=chunk_size,
-            abs=abs, square=square, kernel_param=kernel_param,
+            abs=abs, square=square, kernel_param=kernel_param, autocast=autocast,
         )
         self._config({})
 
@@ -594,8 +637,20 @@ class MCGM(Explainer):
         replicates = check_int("replicates", o["replicates"], minimum=2)
         eps_param = check_real("eps_param", o["eps_param"], low=0, low_open=True)
         chunk = o["chunk_size"]
-        if chunk is not None:
+        if isinstance(chunk, str) and chunk != "auto":
+            raise ValueError(f"chunk_size must be an int >= 1, 'auto' or None, got {chunk!r}")
+        if chunk is not None and chunk != "auto":
             chunk = check_int("chunk_size", chunk, minimum=1)
+        autocast = o["autocast"]
+        if autocast is not None and autocast not in AUTOCAST_DTYPES:
+            raise TypeError(
+                f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
+            )
+        if autocast is not None and mode != "input":
+            raise ValueError(
+                f"autocast works in mode='input' only, got mode={mode!r} (vmap's batching rules "
+                "for stacked weights, e.g. BatchNorm's, do not accept mixed dtypes)"
+            )
         use_abs, use_square = _check_bool("abs", o["abs"]), _check_bool("square", o["square"])
         eps, eps_rel = o["eps"], o["eps_rel"]
         if mode == "parameter":
@@ -635,7 +690,7 @@ class MCGM(Explainer):
         return _Config(
             mode=mode, kernel=k, kernel_param=kp, noise=noise, eps=eps, eps_rel=eps_rel,
             eps_param=eps_param, n=n, n_param=n_param, sampler=sampler, replicates=replicates,
-            chunk_size=chunk, abs=use_abs, square=use_square,
+            chunk_size=chunk, abs=use_abs, square=use_square, autocast=autocast,
         )
 
     # ----- public
@@ -716,9 +771,29 @@ class MCGM(Explainer):
         span = flat.amax(1) - flat.amin(1)
         return (cfg.eps_rel * span).reshape(1, -1, *([1] * (x.dim() - 1)))
 
-    @staticmethod
-    def _chunk(cfg: _Config, batch: int) -> int:
-        return cfg.chunk_size if cfg.chunk_size is not None else max(1, _DEFAULT_ROWS // batch)
+    def _chunk(self, cfg: _Config, x: Tensor, tgt: Tensor | None, hi: int, limit: int) -> int:
+        """Samples per pass: the given int; on CUDA for None/"auto", what fits in memory."""
+        if isinstance(cfg.chunk_size, int):
+            return cfg.chunk_size
+        if x.device.type != "cuda":
+            return max(1, _DEFAULT_ROWS // x.shape[0])
+        return self._cuda_chunk(cfg, x, tgt, hi, limit)
+
+    def _cuda_chunk(self, cfg: _Config, x: Tensor, tgt: Tensor | None, hi: int, limit: int) -> int:
+        """Probe one pass over two copies of the batch; fit copies into the free memory."""
+        dev = x.device
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        free, _ = torch.cuda.mem_get_info(dev)
+        free += torch.cuda.memory_reserved(dev) - base  # the caching allocator's spare blocks
+        torch.cuda.reset_peak_memory_stats(dev)
+        probe = torch.cat([x, x])
+        with _autocast(dev, cfg.autocast):
+            self._input_grad(probe, None if tgt is None else tgt.repeat(2), hi)
+        per_copy = (torch.cuda.max_memory_allocated(dev) - base) / 2
+        if cfg.mode != "input":  # a weight sample also holds its noisy weights and their noise
+            per_copy += 2 * sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return chunk_for_memory(free, per_copy, limit)
 
     def _run_input(
         self, x: Tensor, tgt: Tensor | None, hi: int, cfg: _Config, generator
@@ -731,11 +806,13 @@ class MCGM(Explainer):
         unit = {"antithetic": 2, "rqmc": stream.group_size}.get(cfg.sampler, 1)
         acc = _Accumulator(unit, moments=self._reduce == "var")
         sigma = self._sigma(x, cfg)
-        for _, u in stream.chunks(self._chunk(cfg, b)):
+        for _, u in stream.chunks(self._chunk(cfg, x, tgt, hi, cfg.n)):
             c = u.shape[0]
             noisy = (x.unsqueeze(0) - sigma * u.reshape(c, 1, *shape)).reshape(c * b, *shape)
             rep = None if tgt is None else tgt.repeat(c)
-            g = self._input_grad(noisy, rep, hi).reshape(c, b, *shape)
+            with _autocast(x.device, cfg.autocast):
+                g = self._input_grad(noisy, rep, hi)
+            g = g.reshape(c, b, *shape)
             acc.add(self._transform(g, cfg.abs, cfg.square))
         return acc
 
@@ -787,7 +864,7 @@ class MCGM(Explainer):
         b, shape = x.shape[0], tuple(x.shape[1:])
         m, n = cfg.n_param, cfg.n
         joint = cfg.mode == "joint"
-        per = self._chunk(cfg, b)
+        per = self._chunk(cfg, x, tgt, hi, m * n if joint else m)
         key = _draw_key(generator)
         pairs = 2 if cfg.sampler == "antithetic" else 1
         acc = _Accumulator(pairs * (n if joint else 1), moments=self._reduce == "var")
@@ -870,16 +947,17 @@ class SmoothGrad(MCGM):
         n: int = 50,
         sampler: str = "mc",
         replicates: int = 16,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
         abs: bool = False,
         square: bool = False,
+        autocast: torch.dtype | None = None,
     ) -> None:
         if eps is None and eps_rel is None:
             eps_rel = 0.15
         Explainer.__init__(self, model)
         self._options = dict(
             kernel=kernel, eps=eps, eps_rel=eps_rel, n=n, sampler=sampler, replicates=replicates,
-            chunk_size=chunk_size, abs=abs, square=square,
+            chunk_size=chunk_size, abs=abs, square=square, autocast=autocast,
         )
         self._config({})
 
@@ -951,14 +1029,15 @@ class NoiseGrad(MCGM):
         eps_param: float = 0.2,
         n: int = 10,
         sampler: str = "mc",
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
         abs: bool = False,
         square: bool = False,
+        autocast: torch.dtype | None = None,
     ) -> None:
         Explainer.__init__(self, model)
         self._options = dict(
             kernel=kernel, noise=noise, eps_param=eps_param, n=n, sampler=sampler,
-            chunk_size=chunk_size, abs=abs, square=square,
+            chunk_size=chunk_size, abs=abs, square=square, autocast=autocast,
         )
         self._config({})
 
@@ -1007,9 +1086,10 @@ class FusionGrad(MCGM):
         n: int = 10,
         n_param: int = 10,
         sampler: str = "mc",
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
         abs: bool = False,
         square: bool = False,
+        autocast: torch.dtype | None = None,
     ) -> None:
         if eps is None and eps_rel is None:
             eps_rel = 0.4
@@ -1017,6 +1097,7 @@ class FusionGrad(MCGM):
         self._options = dict(
             kernel=kernel, noise=noise, eps=eps, eps_rel=eps_rel, eps_param=eps_param, n=n,
             n_param=n_param, sampler=sampler, chunk_size=chunk_size, abs=abs, square=square,
+            autocast=autocast,
         )
         self._config({})
 

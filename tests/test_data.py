@@ -182,3 +182,38 @@ def test_cache_refuses_to_unpickle_code(tmp_path):
 def test_cache_dir_follows_environment_variable(isolated_cache):
     assert mollify.cache_dir() == isolated_cache
     assert isolated_cache.is_dir()
+
+
+def test_resnet_shapes_seed_and_arguments():
+    from mollify.data import resnet
+
+    a, b = resnet(seed=3).eval(), resnet(seed=3).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a(x), b(x))  # seeded
+    state = torch.random.get_rng_state()
+    resnet(seed=4)
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    assert resnet(5, seed=0).eval()(torch.rand(1, 3, 224, 224)).shape == (1, 5)
+    assert resnet(in_channels=1, blocks=(2, 1), seed=0).eval()(torch.rand(3, 1, 32, 32)).shape == (
+        3, 10)
+    with pytest.raises(ValueError, match="blocks"):
+        resnet(blocks=())
+    with pytest.raises(ValueError, match="blocks"):
+        resnet(blocks=(1, 0))
+    with pytest.raises(ValueError, match="width"):
+        resnet(width=0)
+
+
+def test_explainers_run_on_the_resnet():
+    from mollify.data import resnet
+    from mollify.explain import NoiseGrad, SmoothGrad
+
+    model = resnet(seed=0)
+    model.train()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for explainer in (SmoothGrad(model, n=4), NoiseGrad(model, n=2)):
+        a = explainer.attribute(x, target=1, generator=torch.Generator().manual_seed(0))
+        assert a.shape == x.shape and bool(torch.isfinite(a).all())
+    assert model.training  # mode restored, BatchNorm statistics untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -468,3 +468,48 @@ def test_last_evaluations_counts_noisy_gradients():
     ng = NoiseGrad(model, n=6, chunk_size=4)
     ng.attribute(x, generator=gen(0))
     assert ng.last_evaluations == 18 and ng.last_model_calls == 3  # target forward + 2 passes
+
+
+def test_bfloat16_autocast_agrees_with_float32():
+    # bf16 keeps 8 bits of mantissa: the map moves by a few per cent, its direction barely
+    model = small_cnn(seed=0)
+    x = images(4)
+    full = SmoothGrad(model, n=16).attribute(x, 3, generator=gen(0))
+    half = SmoothGrad(model, n=16, autocast=torch.bfloat16).attribute(x, 3, generator=gen(0))
+    assert half.dtype == torch.float32 and not torch.equal(half, full)  # it did run in bf16
+    rel = float((half - full).norm() / full.norm())
+    cos = torch.nn.functional.cosine_similarity(half.flatten(1), full.flatten(1))
+    assert rel < 0.1 and float(cos.min()) > 0.99, (rel, cos)
+
+
+def test_autocast_and_chunk_size_are_checked():
+    model = tiny_cnn()
+    with pytest.raises(TypeError, match="autocast"):
+        SmoothGrad(model, autocast=torch.float64)
+    with pytest.raises(ValueError, match="autocast works in mode='input'"):
+        NoiseGrad(model, autocast=torch.bfloat16)
+    with pytest.raises(ValueError, match="chunk_size"):
+        SmoothGrad(model, chunk_size="big")
+    with pytest.raises(ValueError, match="chunk_size"):
+        SmoothGrad(model, chunk_size=0)
+
+
+def test_auto_chunk_size_off_cuda_is_the_default():
+    model, x = tiny_cnn(), images(3)
+    auto = SmoothGrad(model, n=20, chunk_size="auto").attribute(x, 1, generator=gen(5))
+    default = SmoothGrad(model, n=20).attribute(x, 1, generator=gen(5))
+    assert torch.equal(auto, default)
+
+
+def test_chunk_for_memory():
+    from mollify.explain import chunk_for_memory
+
+    gib, mib = 2**30, 2**20
+    assert chunk_for_memory(10 * gib, 100 * mib, limit=10_000) == 51  # half of 10 GiB
+    assert chunk_for_memory(10 * gib, 100 * mib, limit=8) == 8
+    assert chunk_for_memory(mib, gib, limit=8) == 1  # never zero: one sample per pass
+    assert chunk_for_memory(10 * gib, 100 * mib, limit=10_000, fraction=0.25) == 25
+    with pytest.raises(ValueError, match="fraction"):
+        chunk_for_memory(gib, mib, limit=8, fraction=0)
+    with pytest.raises(ValueError, match="limit"):
+        chunk_for_memory(gib, mib, limit=0)
