@@ -15,13 +15,22 @@ Figures (Monte Carlo integration, the book's Foundations part; then explaining a
 * throughput — time of :func:`mollify.integrate` over a bare torch expression evaluating the
   same integrand on as many Gaussian points (``f(torch.randn(n, d)).mean()``);
 * SmoothGrad over one plain forward+backward pass through the same n·B noisy inputs, and over
-  Captum's ``NoiseTunnel(Saliency)`` at the same n;
+  Captum's ``NoiseTunnel(Saliency)`` at the same n — on three workloads: the book's digits CNN
+  (8×8, B = 32, n = 50) and :func:`mollify.data.resnet` at 64×64 (B = 8) and 224×224 (B = 2 on
+  the CPU, 16 on CUDA);
 * NoiseGrad (vmap over stacked weight samples) over the reference's loop that deep-copies and
-  perturbs the model once per sample;
-* peak memory of chunked SmoothGrad at n = 1000 over n = 100;
+  perturbs the model once per sample, with the floor no weight-noise method can beat (one pass
+  over the same n·B inputs with fixed weights) beside it;
+* peak memory of chunked SmoothGrad at n = 1000 over n = 100 (CPU: resident memory of a fresh
+  process; CUDA: ``torch.cuda.max_memory_allocated``);
+* autocast (bfloat16 on the CPU, float16 on CUDA): the map's relative error against float32
+  and the time ratio; on CUDA, the chunk size ``chunk_size="auto"`` picks;
 * samples for equal map error on the digits CNN: plain MC over antithetic or RQMC noise;
 * closed-form smoothed activations over the plain forward, and one GSmoothSGD step with
   n samples over n plain SGD steps.
+
+The Monte Carlo figures always run on the CPU (:func:`mollify.integrate` there is what the book
+uses); ``--device cuda`` moves the models, inputs and generators of every other figure.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ __all__ = [
     "montecarlo_figures",
     "explain_figures",
     "training_figures",
+    "describe",
     "run",
 ]
 
@@ -72,12 +82,19 @@ class Result:
 
 
 def timeit(fn: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
-    """Return (min, median) wall-clock seconds of ``fn()`` over ``repeat`` runs after a warm-up."""
+    """Return (min, median) wall-clock seconds of ``fn()`` over ``repeat`` runs after a warm-up.
+
+    When CUDA is in use the device is synchronized before each clock reading, so a time covers
+    the kernels ``fn`` launched, not only their launch.
+    """
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     fn()
     times = []
     for _ in range(repeat):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return min(times), statistics.median(times)
 
@@ -181,62 +198,94 @@ print(rss("VmHWM:") - before)
 """
 
 
+def _cuda_peak_extra(fn: Callable[[], object], device: str) -> int:
+    """Peak CUDA memory allocated by ``fn()`` beyond what was allocated before it."""
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
 def _forward_backward(model: torch.nn.Module, batch: torch.Tensor, target: torch.Tensor) -> None:
     batch = batch.detach().requires_grad_()
     torch.autograd.grad(model(batch).gather(1, target[:, None]).sum(), batch)
 
 
-def explain_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
-    """Cost of the explainers against the passes they consist of, and against the references."""
-    import copy
+@dataclass(frozen=True)
+class _Workload:
+    """A model and a batch to explain: the bench's unit of comparison."""
 
-    from mollify.data import digits, small_cnn, trained_digits_cnn
-    from mollify.explain import MCGM, NoiseGrad, SmoothGrad
+    name: str
+    model: torch.nn.Module
+    x: torch.Tensor
+    target: torch.Tensor
+    n: int
 
-    repeat = 3 if quick else 7
-    model = small_cnn(seed=0).to(device).eval()
-    x_train, y_train, x_test, y_test = digits()
-    x, target = x_test[:32].to(device), y_test[:32].to(device)
-    n = 50
-    results = []
 
-    # SmoothGrad = n noisy copies of the batch through one forward+backward
-    noisy = (x.unsqueeze(0) + 0.1 * torch.randn((n, *x.shape), device=device)).flatten(0, 1)
-    t_plain = timeit(lambda: _forward_backward(model, noisy, target.repeat(n)), repeat)
-    sg = SmoothGrad(model, eps=0.1, n=n, chunk_size=n)
-    t_sg = timeit(lambda: sg.attribute(x, target=target), repeat)
-    sg_default = SmoothGrad(model, eps=0.1, n=n)
-    t_sg_default = timeit(lambda: sg_default.attribute(x, target=target), repeat)
+def _workloads(quick: bool, device: str) -> list[_Workload]:
+    """The book's digits CNN (B=32, n=50) and the ResNet-style convnet at 64×64 and 224×224."""
+    from mollify.data import digits, resnet, small_cnn
+
+    x_test, y_test = digits()[2:]
+    g = torch.Generator().manual_seed(0)
+    net = resnet(seed=0).to(device).eval()
+    big_b = 2 if device == "cpu" else 16
+    return [
+        _Workload("digits CNN 8x8", small_cnn(seed=0).to(device).eval(), x_test[:32].to(device),
+                  y_test[:32].to(device), 50),
+        _Workload("ResNet 64x64", net, torch.rand(8, 3, 64, 64, generator=g).to(device),
+                  torch.arange(8, device=device) % 10, 10 if quick else 25),
+        _Workload("ResNet 224x224", net, torch.rand(big_b, 3, 224, 224, generator=g).to(device),
+                  torch.arange(big_b, device=device) % 10, 8 if quick else 25),
+    ]
+
+
+def _smoothgrad_rows(w: _Workload, repeat: int, device: str) -> list[Result]:
+    """SmoothGrad against one plain forward+backward over the same n·B inputs, and Captum."""
+    from mollify.explain import SmoothGrad
+
+    n, b = w.n, len(w.x)
+    noisy = (w.x.unsqueeze(0) + 0.1 * torch.randn((n, *w.x.shape), device=device)).flatten(0, 1)
+    sg = SmoothGrad(w.model, eps=0.1, n=n, chunk_size=n)
+    t_plain = timeit(lambda: _forward_backward(w.model, noisy, w.target.repeat(n)), repeat)
+    del noisy
+    t_sg = timeit(lambda: sg.attribute(w.x, target=w.target), repeat)
     ratio = t_sg[0] / t_plain[0]
-    results.append(Result(
-        f"SmoothGrad / one forward+backward over n*B inputs (n={n}, B={len(x)})", ratio,
-        "<= 1.10", ratio <= 1.10,
-        f"min s: SmoothGrad {t_sg[0]:.4f} (default chunks: {t_sg_default[0]:.4f}), "
-        f"plain {t_plain[0]:.4f}"))
-
+    out = [Result(
+        f"SmoothGrad / one fwd+bwd over n*B inputs ({w.name}, n={n}, B={b})", ratio, "<= 1.10",
+        ratio <= 1.10, f"min/median s: SmoothGrad {_fmt(t_sg)}, plain {_fmt(t_plain)}")]
     try:
         from captum.attr import NoiseTunnel, Saliency
     except ImportError:  # captum is a test extra
-        NoiseTunnel = None
-    if NoiseTunnel is not None:
-        tunnel = NoiseTunnel(Saliency(model))
-        t_captum = timeit(lambda: tunnel.attribute(
-            x, nt_type="smoothgrad", nt_samples=n, stdevs=0.1, target=target, abs=False),
-            repeat)
-        ratio = t_sg[0] / t_captum[0]
-        results.append(Result(
-            f"SmoothGrad / Captum NoiseTunnel(Saliency) (n={n})", ratio, "<= 1.0", ratio <= 1.0,
-            f"min s: mollify {t_sg[0]:.4f}, Captum {t_captum[0]:.4f}"))
+        return out
+    tunnel = NoiseTunnel(Saliency(w.model))
+    t_captum = timeit(lambda: tunnel.attribute(
+        w.x, nt_type="smoothgrad", nt_samples=n, stdevs=0.1, target=w.target, abs=False),
+        repeat)
+    ratio = t_sg[0] / t_captum[0]
+    out.append(Result(
+        f"SmoothGrad / Captum NoiseTunnel(Saliency) ({w.name}, n={n})", ratio, "<= 1.0",
+        ratio <= 1.0, f"min/median s: mollify {_fmt(t_sg)}, Captum {_fmt(t_captum)}"))
+    return out
 
-    # NoiseGrad: vmap over stacked weight samples vs the reference's copy-per-sample loop
-    n_param = 10
-    ng = NoiseGrad(model, n=n_param)
+
+def _noisegrad_rows(w: _Workload, repeat: int, device: str, goal: bool) -> list[Result]:
+    """NoiseGrad (vmap over stacked weight samples) against the reference's per-sample loop,
+    which deep-copies and perturbs the model once per sample; and the floor both share."""
+    import copy
+
+    from mollify.explain import NoiseGrad
+
+    n_param, x, target = 10, w.x, w.target
+    ng = NoiseGrad(w.model, n=n_param)
 
     def copy_loop() -> torch.Tensor:
         total = torch.zeros_like(x)
         gen = torch.Generator(device=device).manual_seed(0)
         for _ in range(n_param):
-            noisy_model = copy.deepcopy(model)
+            noisy_model = copy.deepcopy(w.model)
             with torch.no_grad():
                 for p in noisy_model.parameters():
                     p.mul_(1 + 0.2 * torch.randn(p.shape, generator=gen, device=device))
@@ -247,29 +296,108 @@ def explain_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
 
     t_vmap = timeit(lambda: ng.attribute(x, target=target), repeat)
     t_loop = timeit(copy_loop, repeat)
+    # the floor: the same n_param·B gradients with one fixed set of weights, in one pass
+    stacked, rep = x.repeat(n_param, *[1] * (x.dim() - 1)), target.repeat(n_param)
+    t_floor = timeit(lambda: _forward_backward(w.model, stacked, rep), repeat)
     ratio = t_vmap[0] / t_loop[0]
-    results.append(Result(
-        f"NoiseGrad (vmap) / model-copy loop (n={n_param}, B={len(x)})", ratio, "<= 0.33",
-        ratio <= 0.33, f"min s: vmap {t_vmap[0]:.4f}, copy loop {t_loop[0]:.4f}"))
+    head = f"({w.name}, n={n_param}, B={len(x)})"
+    return [
+        Result(f"NoiseGrad (vmap) / model-copy loop {head}", ratio, "<= 0.33" if goal else "info",
+               ratio <= 0.33 if goal else None,
+               f"min/median s: vmap {_fmt(t_vmap)}, copy loop {_fmt(t_loop)}"),
+        Result(f"NoiseGrad floor / model-copy loop {head}", t_floor[0] / t_loop[0], "info", None,
+               f"one fwd+bwd over n*B inputs with fixed weights {_fmt(t_floor)}: no weight-noise "
+               "method can beat it"),
+    ]
 
+
+def _memory_row(device: str) -> Result | None:
+    """Peak memory of chunked SmoothGrad at n = 1000 over n = 100 (32 samples per pass)."""
+    small, big = 100, 1000
     if device == "cpu":
-        small, big = 100, 1000
         m_small = _peak_extra_memory(small, _SMOOTHGRAD_MEMORY_PROBE)
         m_big = _peak_extra_memory(big, _SMOOTHGRAD_MEMORY_PROBE)
-        if m_small is not None and m_big is not None:
-            floor = 2**20  # 1 MiB: below that, allocator noise
-            ratio = max(m_big, floor) / max(m_small, floor)
-            results.append(Result(
-                f"peak memory: SmoothGrad n={big} / n={small} (chunk_size=32)", ratio, "<= 1.2",
-                ratio <= 1.2,
-                f"peak extra RSS {m_big / 2**20:.1f} MiB vs {m_small / 2**20:.1f} MiB"))
+        if m_small is None or m_big is None:
+            return None
+        what = "peak extra RSS"
+    else:
+        from mollify.data import small_cnn
+        from mollify.explain import SmoothGrad
+
+        model = small_cnn(seed=0).to(device)
+        x = torch.rand(64, 1, 8, 8, device=device)
+        m_small, m_big = (
+            _cuda_peak_extra(lambda k=k: SmoothGrad(model, n=k, chunk_size=32).attribute(
+                x, target=0), device) for k in (small, big))
+        what = "peak extra CUDA memory allocated"
+    floor = 2**20  # 1 MiB: below that, allocator noise
+    ratio = max(m_big, floor) / max(m_small, floor)
+    return Result(f"peak memory: SmoothGrad n={big} / n={small} (chunk_size=32)", ratio,
+                  "<= 1.2", ratio <= 1.2,
+                  f"{what} {m_big / 2**20:.1f} MiB vs {m_small / 2**20:.1f} MiB")
+
+
+def _autocast_rows(w: _Workload, repeat: int, device: str) -> list[Result]:
+    """SmoothGrad under autocast (bf16 on CPU, fp16 on CUDA) against float32: time and error."""
+    from mollify.explain import SmoothGrad
+
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    full = SmoothGrad(w.model, eps=0.1, n=w.n)
+    half = SmoothGrad(w.model, eps=0.1, n=w.n, autocast=dtype)
+
+    def run(e):
+        gen = torch.Generator(device=device).manual_seed(0)
+        return e.attribute(w.x, target=w.target, generator=gen)
+
+    a, b = run(full), run(half)
+    err = float((b - a).norm() / a.norm())
+    cos = float(torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min())
+    t_full, t_half = timeit(lambda: run(full), repeat), timeit(lambda: run(half), repeat)
+    name = str(dtype).removeprefix("torch.")
+    return [
+        Result(f"autocast {name}: relative error of the map vs float32 ({w.name})", err,
+               "<= 0.1", err <= 0.1, f"smallest cosine similarity per example {cos:.4f}"),
+        Result(f"autocast {name}: time / float32 time ({w.name})", t_half[0] / t_full[0], "info",
+               None, f"min/median s: {name} {_fmt(t_half)}, float32 {_fmt(t_full)}"),
+    ]
+
+
+def _fmt(t: tuple[float, float]) -> str:
+    return f"{t[0]:.4f}/{t[1]:.4f}"
+
+
+def explain_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
+    """Cost of the explainers against the passes they consist of and against the references,
+    their memory, reduced precision, and the sample efficiency of antithetic/RQMC noise."""
+    from mollify.data import trained_digits_cnn
+    from mollify.explain import MCGM
+
+    repeat = 3 if quick else 7
+    loads = _workloads(quick, device)
+    results = []
+    for w in loads:
+        results += _smoothgrad_rows(w, repeat, device)
+    results += _noisegrad_rows(loads[0], repeat, device, goal=True)
+    results += _noisegrad_rows(loads[1], repeat, device, goal=False)
+    memory = _memory_row(device)
+    if memory is not None:
+        results.append(memory)
+    results += _autocast_rows(loads[1], repeat, device)
+    if device != "cpu":
+        from mollify.explain import SmoothGrad
+
+        w = loads[2]
+        sg = SmoothGrad(w.model, eps=0.1, n=256)
+        rows = sg._chunk(sg._config({}), w.x, w.target, int(w.target.max()), 256)
+        results.append(Result(f"chunk_size='auto' ({w.name}, B={len(w.x)}, n=256)", rows, "info",
+                              None, "noisy copies of the batch per pass, from free CUDA memory"))
 
     # samples for equal error on the trained digits CNN: map error against a large-n reference,
     # with the reference's own Monte Carlo variance (from its standard errors) subtracted
     model = trained_digits_cnn(progress=False).to(device)
-    images, tgt = x[:8], target[:8]
+    images, tgt = loads[0].x[:8], loads[0].target[:8]
     ref = MCGM(model, mode="input", eps_rel=0.15, n=2048 if quick else 4096).estimate(
-        images, target=tgt, generator=torch.Generator().manual_seed(123))
+        images, target=tgt, generator=torch.Generator(device=device).manual_seed(123))
     ref_var, ref_norm = float((ref.stderr**2).sum()), float((ref.mean**2).sum())
     n_eval, seeds = 32, (8 if quick else 16)
 
@@ -277,7 +405,7 @@ def explain_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
         errs = []
         for s in range(seeds):
             est = MCGM(model, mode="input", eps_rel=0.15, n=n_eval, sampler=sampler).attribute(
-                images, target=tgt, generator=torch.Generator().manual_seed(s))
+                images, target=tgt, generator=torch.Generator(device=device).manual_seed(s))
             errs.append(float(((est - ref.mean) ** 2).sum()) - ref_var)
         return sum(errs) / len(errs) / ref_norm
 
@@ -337,14 +465,33 @@ def training_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
     return results
 
 
+def describe(device: str, quick: bool) -> str:
+    """One line naming what the figures were measured with: versions, device, threads, date."""
+    from mollify import __version__
+
+    try:
+        from importlib.metadata import version
+
+        captum = version("captum")
+    except Exception:  # noqa: BLE001 - any failure means "not installed"
+        captum = "not installed"
+    where = (torch.cuda.get_device_name(0) if device == "cuda"
+             else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    return (f"mollify bench ({'quick' if quick else 'full'}) {time.strftime('%Y-%m-%d')}: "
+            f"device {device} ({where}), {torch.get_num_threads()} threads; mollify "
+            f"{__version__}, torch {torch.__version__}, captum {captum}, python "
+            f"{platform.python_version()}")
+
+
 def run(quick: bool = False, device: str = "cpu", json_path: str | None = None) -> list[Result]:
     """Run every benchmark, print the table and optionally write it as JSON."""
-    if device != "cpu" and not torch.cuda.is_available():
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
-    header = (f"mollify bench ({'quick' if quick else 'full'}) on {device}: torch "
-              f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
+    header = describe(device, quick)
     print(header, flush=True)
-    results = montecarlo_figures(quick) if device == "cpu" else []
+    results = montecarlo_figures(quick)  # integrate runs on the CPU: device-independent figures
     results += explain_figures(quick, device) + training_figures(quick, device)
     width = max(len(r.figure) for r in results)
     print(f"{'figure':<{width}}  {'value':>8}  {'goal':>7}  ok   detail")
