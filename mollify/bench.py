@@ -57,6 +57,9 @@ __all__ = [
     "explain_figures",
     "training_figures",
     "describe",
+    "results_markdown",
+    "read_results",
+    "record",
     "run",
 ]
 
@@ -465,6 +468,60 @@ def training_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
     return results
 
 
+_RESULTS_INTRO = """# Benchmark results
+
+Figures of `python -m mollify bench`, one section per device, each recorded in one run with
+`python -m mollify bench [--device cuda] --record benchmarks/RESULTS.md`. Values are ratios
+(see `mollify/bench.py` for what each measures); the line under each heading names the
+versions, the device and the date. Chapter 11 (*Smoothing at scale*) reads this file.
+"""
+
+
+def results_markdown(header: str, results: list[Result]) -> str:
+    """A markdown table of ``results`` under the ``header`` line."""
+    rows = [f"`{header}`", "", "| figure | value | goal | ok | detail |", "|---|---|---|---|---|"]
+    for r in results:
+        ok = {True: "yes", False: "NO", None: "-"}[r.passed]
+        cells = [r.figure, f"{r.value:.2f}", r.goal, ok, r.detail]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def read_results(path: str | os.PathLike) -> dict[str, tuple[str, list[Result]]]:
+    """Parse a results file written by :func:`record`: {device: (header, results)}.
+
+    Missing file: an empty dict.
+    """
+    if not os.path.exists(path):
+        return {}
+    out: dict[str, tuple[str, list[Result]]] = {}
+    device, header, rows = None, "", []
+    for line in open(path, encoding="utf-8").read().splitlines() + ["## end"]:
+        if line.startswith("## "):
+            if device is not None:
+                out[device] = (header, rows)
+            device, header, rows = line[3:].strip(), "", []
+        elif device and line.startswith("`") and not header:
+            header = line.strip("`")
+        elif device and line.startswith("| ") and not line.startswith(("| figure", "|---")):
+            figure, value, goal, ok, detail = [c.strip() for c in line.strip("|").split(" | ")]
+            passed = {"yes": True, "NO": False}.get(ok)
+            rows.append(Result(figure, float(value), goal, passed, detail))
+    return out
+
+
+def record(path: str | os.PathLike, device: str, header: str, results: list[Result]) -> None:
+    """Write ``results`` as the section ``## <device>`` of the markdown file ``path``, keeping
+    the other devices' sections (atomic replace)."""
+    sections = {d: results_markdown(h, r) for d, (h, r) in read_results(path).items()}
+    sections[device] = results_markdown(header, results)
+    text = _RESULTS_INTRO + "".join(f"\n## {d}\n\n{t}" for d, t in sorted(sections.items()))
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def describe(device: str, quick: bool) -> str:
     """One line naming what the figures were measured with: versions, device, threads, date."""
     from mollify import __version__
@@ -483,8 +540,14 @@ def describe(device: str, quick: bool) -> str:
             f"{platform.python_version()}")
 
 
-def run(quick: bool = False, device: str = "cpu", json_path: str | None = None) -> list[Result]:
-    """Run every benchmark, print the table and optionally write it as JSON."""
+def run(
+    quick: bool = False,
+    device: str = "cpu",
+    json_path: str | None = None,
+    record_path: str | None = None,
+) -> list[Result]:
+    """Run every benchmark, print the table; optionally write it as JSON (``json_path``) and as
+    this device's section of a markdown results file (``record_path``, see :func:`record`)."""
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -501,4 +564,6 @@ def run(quick: bool = False, device: str = "cpu", json_path: str | None = None) 
     if json_path:
         with open(json_path, "w") as fh:
             json.dump({"header": header, "results": [asdict(r) for r in results]}, fh, indent=2)
+    if record_path:
+        record(record_path, device, header, results)
     return results

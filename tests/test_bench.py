@@ -45,3 +45,21 @@ def test_result_is_a_frozen_row():
     r = Result("x", 1.0, ">= 1", True, "")
     with pytest.raises(AttributeError):
         r.value = 2.0
+
+
+def test_results_file_round_trips_and_keeps_other_devices(tmp_path):
+    from mollify.bench import read_results, record
+
+    path = tmp_path / "RESULTS.md"
+    assert read_results(path) == {}
+    cpu = [Result("a / b (x|y)", 1.234, "<= 1.10", False, "min s 0.1/0.2"),
+           Result("c", 3.0, "info", None, "")]
+    record(path, "cpu", "header cpu", cpu)
+    record(path, "cuda", "header cuda", cpu[1:])
+    record(path, "cpu", "header cpu 2", cpu[:1])  # replaces cpu, keeps cuda
+    back = read_results(path)
+    assert set(back) == {"cpu", "cuda"}
+    assert back["cpu"] == ("header cpu 2", [Result("a / b (x/y)", 1.23, "<= 1.10", False,
+                                                   "min s 0.1/0.2")])
+    assert back["cuda"] == ("header cuda", [Result("c", 3.0, "info", None, "")])
+    assert "| figure | value | goal | ok | detail |" in path.read_text()
