@@ -325,3 +325,27 @@ def dataclasses_frozen_error():
 def test_single_sample_has_nan_stderr():
     est = integrate(square, "gaussian", 1, generator=gen(0))
     assert math.isnan(float(est.stderr)) and math.isfinite(float(est.mean))
+
+
+@pytest.mark.parametrize("sampler", ["mc", "antithetic"])
+def test_point_stream_of_a_large_image_draws_small_blocks(sampler):
+    # a 224×224×3 image: a 4096-row block would hold 617 M numbers (4.9 GB in float64)
+    dim = 3 * 224 * 224
+    stream = PointStream("gaussian", 12, dim, sampler=sampler, replicates=2,
+                         generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    assert stream.block_rows == 4
+    whole = stream.points()
+    assert whole.shape == (12, dim) and bool(torch.isfinite(whole).all())
+    parts = torch.cat([p for _, p in stream.chunks(2)])
+    assert torch.equal(parts, whole)
+    assert abs(float(whole.std()) - 1.0) < 0.01
+    with pytest.raises(ValueError, match="dim must be <= 21201"):  # Sobol's limit, said clearly
+        PointStream("gaussian", 12, dim, sampler="rqmc", replicates=2)
+
+
+def test_short_streams_equal_the_first_rows_of_a_full_block():
+    # only the rows used are drawn; on the CPU they equal the first rows of the full block, so
+    # streams of n < 4096 points are what they were when whole blocks were drawn
+    long = PointStream("laplace", 5000, 3, generator=torch.Generator().manual_seed(7))
+    short = PointStream("laplace", 50, 3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(short.points(), long.points(0, 50))
