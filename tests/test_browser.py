@@ -554,6 +554,20 @@ COLLECT = r"""
       const ok = !!(area && area.classList.contains('widget-subarea') && area.children.length);
       return {ok, height: ok ? area.getBoundingClientRect().height : 0, text: area ? area.textContent.trim().slice(0, 80) : ''};
     }),
+    // Controls must fit the text column: a row of too many controls squashes sliders to nothing
+    // or pushes them past the column's edge, where the page cuts them off.
+    widget_layout: [...document.querySelectorAll('.widget-subarea')].flatMap((area, k) =>
+      [...area.querySelectorAll('.widget-inline-hbox')].flatMap(w => {
+        const r = w.getBoundingClientRect(), col = article.getBoundingClientRect();
+        const name = `widget ${k} control ${JSON.stringify(((w.querySelector('.widget-label') || {}).textContent || '').trim())}`;
+        const track = w.querySelector('.slider-container');
+        const found = [];
+        if (r.width < 1) found.push(`${name} has no room at all (width 0)`);
+        else if (r.right > col.right + 1) found.push(`${name} runs ${Math.round(r.right - col.right)} px past the text column`);
+        if (track && r.width >= 1 && track.getBoundingClientRect().width < 40)
+          found.push(`${name}: slider squashed to ${Math.round(track.getBoundingClientRect().width)} px`);
+        return found;
+      })),
     widget_errors: [...document.querySelectorAll('.jupyter-widgets, .widget-subarea')]
       .map(e => e.textContent).filter(t => /Error (displaying|creating) widget|Could not create a view/.test(t))
       .map(t => t.trim().slice(0, 120)),
@@ -677,7 +691,7 @@ def visit(browser, site, book):
         for i, widget in enumerate(report["widgets"]):
             if not widget["ok"] or widget["height"] < 1:
                 add("widgets", []).append(f"widget view {i} not rendered ({widget['text']!r})")
-        for error in report["widget_errors"]:
+        for error in report["widget_errors"] + report["widget_layout"]:
             add("widgets", []).append(error)
         for image in report["images"]:
             if not image["ok"]:
