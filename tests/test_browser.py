@@ -155,7 +155,6 @@ class Assets:
         self.aliases_file = cache / "versions.json"
         self.aliases = json.loads(self.aliases_file.read_text()) if self.aliases_file.exists() else {}
         self.lock = threading.RLock()
-        self.served: dict[str, str] = {}  # CDN URL -> local file, for the report
         self.minify = None  # set by the browser fixture: JS source -> minified JS source
         self.integrity: dict[str, str] = {}  # CDN URL -> the `integrity` attribute the pages give
 
@@ -609,7 +608,8 @@ KNOWN_ERRORS = {
         r"/?(book/)?@jupyter-widgets/html-manager/dist/[0-9a-f]{20}\.(woff2?|ttf|eot|svg)"
     ),
     # pydata-sphinx-theme 0.17 with no default_mode (jupyter-book sets none) on a first visit.
-    "pydata-sphinx-theme has no default mode": r"console.error: Got invalid theme mode: \. Resetting to auto\.",
+    "pydata-sphinx-theme has no default mode":
+        r"console.error: Got invalid theme mode: \. Resetting to auto\.",
 }
 
 
@@ -665,7 +665,8 @@ def visit(browser, site, book):
             )
             if not ok:
                 problems.setdefault("math", []).append("MathJax did not load")
-        if browser.evaluate("!!document.querySelector('script[type=\"application/vnd.jupyter.widget-state+json\"]')"):
+        state = "script[type=\"application/vnd.jupyter.widget-state+json\"]"
+        if browser.evaluate(f"!!document.querySelector('{state}')"):
             browser.wait_for(WAIT_WIDGETS, timeout=30)
         browser.wait_for("[...document.images].every(i => i.complete)", timeout=30)
         time.sleep(0.2)  # let late console errors arrive
@@ -708,8 +709,8 @@ def visit(browser, site, book):
                 known[why] = known.get(why, 0) + 1
             elif error in site.errors:
                 add("missing files requested", []).append(error)
-            elif not error.startswith("network: Failed to load resource: the server responded with a status of 404"):
-                add("JavaScript errors", []).append(error)  # (a 404 is reported as a missing file)
+            elif not re.match(r"network: .* status of 404", error):  # 404s: reported as missing
+                add("JavaScript errors", []).append(error)
         for url in browser.log["blocked"]:
             add("requests to unknown external hosts", []).append(url)
         report["problems"] = problems
