@@ -1,4 +1,4 @@
-"""Command line: ``python -m mollify info | bench``.
+"""Command line: ``python -m mollify info | bench | student-edition``.
 
 ``info`` prints the versions of mollify and the libraries it runs on, and the devices torch sees —
 the first thing to paste into a bug report. ``bench`` measures the performance figures the book
@@ -63,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="smaller sizes (under 2 minutes)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    student = sub.add_parser("student-edition", help="write the notebooks and the book without "
+                             "solutions (answer cells become stubs) into OUTDIR and build it")
+    student.add_argument("outdir", metavar="OUTDIR", help="folder to write (empty or absent)")
+    student.add_argument("--no-build", action="store_true", help="skip jupyter-book build")
+    student.add_argument("--root", help="repository with the book (default: found)")
+    student.add_argument("--force", action="store_true", help="overwrite an existing edition")
+    student.add_argument("--clear-outputs", action="store_true", help="notebooks without outputs")
+    student.add_argument("--repository-url", help="where the student notebooks are published "
+                         "(for the book's repository and Colab buttons)")
+    student.add_argument("--branch", help="branch of --repository-url")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
@@ -70,6 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         from mollify.bench import run
 
         run(quick=args.quick, device=args.device, json_path=args.json)
+    elif args.command == "student-edition":
+        from mollify.student_edition import make_student_edition
+
+        try:
+            print(make_student_edition(
+                args.outdir, root=args.root, build=not args.no_build, overwrite=args.force,
+                clear_outputs=args.clear_outputs, repository_url=args.repository_url,
+                branch=args.branch,
+            ))
+        except ValueError as exc:  # a non-empty OUTDIR, no book sources, unbalanced markers
+            parser.error(str(exc))
     return 0
 
 
