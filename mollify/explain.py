@@ -29,9 +29,10 @@ Design:
   examples of a batch share the same u_i (scaled by their own ε_b), so an example's attribution
   does not depend on the rest of the batch. Noisy copies are folded into the batch, ``chunk_size``
   samples per forward/backward pass.
-* Weight noise z_j (one vector for all parameters) is drawn by ``kernel.sample`` from a private
-  generator seeded by (key, j), the key being drawn once from ``generator``; ``"antithetic"`` pairs
-  (z, −z). Weight samples are stacked along a new leading axis and evaluated with
+* Weight noise z_j (one vector for all parameters) comes from a private generator seeded by
+  (key, j), the key being drawn once from ``generator``: standard normal numbers, mapped through
+  F_η⁻¹ ∘ Φ for a kernel η other than the Gaussian (common random numbers across kernels);
+  ``"antithetic"`` pairs (z, −z). Weight samples are stacked along a new leading axis and evaluated with
   ``torch.func.functional_call`` + ``torch.func.vmap`` + ``torch.func.grad`` — no copies of the
   model, no in-place perturbation, buffers (BatchNorm statistics) used as they are.
 * Gradients are accumulated with pairwise sums over aligned runs of samples, so memory does not
@@ -822,12 +823,18 @@ class MCGM(Explainer):
         """Weight samples start … start+count−1, stacked: {name: (count, *shape)}.
 
         Sample j is drawn from its own generator, seeded from (key, j), so it does not depend on
-        the chunking. Gaussian noise comes from ``torch.randn`` in the parameters' dtype, 5× faster
-        than inversion (which other kernels use, in float64): for a model of millions of weights
-        drawing the noise would otherwise cost more than the forward and backward passes.
+        the chunking. Every kernel starts from the same standard normal numbers z ~ N(0, I)
+        (``torch.randn`` in the parameters' dtype): the Gaussian uses z itself, any other kernel
+        η its quantile of the same probability, F_η⁻¹(Φ(z)) (in float64). So kernels compared
+        with one seed see *common random numbers*, and Gaussian noise costs one ``randn``, 5×
+        less than inversion: for a model of millions of weights drawing the noise would
+        otherwise cost more than the forward and backward passes.
         """
         device, dtype = params[0][1].device, params[0][1].dtype
+        if dtype not in (torch.float32, torch.float64):
+            dtype = torch.float32
         work = torch.float32 if device.type == "mps" else torch.float64
+        tiny = torch.finfo(work).eps / 4
         total = sum(p.numel() for _, p in params)
         gaussian = cfg.kernel_param.name == "gaussian"
         rows = []
@@ -837,10 +844,10 @@ class MCGM(Explainer):
             else:
                 base, sign = j, 1.0
             g = torch.Generator(device=device).manual_seed(_mix(key, base))
-            if gaussian:
-                z = torch.randn((total,), generator=g, device=device, dtype=dtype)
-            else:
-                z = cfg.kernel_param.sample((total,), generator=g, device=device, dtype=work)
+            z = torch.randn((total,), generator=g, device=device, dtype=dtype)
+            if not gaussian:
+                prob = torch.special.ndtr(z.to(work)).clamp(tiny, 1 - tiny)
+                z = cfg.kernel_param.icdf(prob)
             rows.append(z if sign > 0 else -z)
         z = torch.stack(rows)
         out, off = {}, 0
