@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="smaller sizes (under 2 minutes)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--record", metavar="FILE", help="also write them as this device's "
+                       "section of a markdown results file, e.g. benchmarks/RESULTS.md")
     student = sub.add_parser("student-edition", help="write the notebooks and the book without "
                              "solutions (answer cells become stubs) into OUTDIR and build it")
     student.add_argument("outdir", metavar="OUTDIR", help="folder to write (empty or absent)")
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bench":
         from mollify.bench import run
 
-        run(quick=args.quick, device=args.device, json_path=args.json)
+        run(quick=args.quick, device=args.device, json_path=args.json, record_path=args.record)
     elif args.command == "student-edition":
         from mollify.student_edition import make_student_edition
 

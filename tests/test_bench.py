@@ -21,7 +21,8 @@ def test_timeit_reports_min_and_median():
 def test_bench_quick_prints_every_figure_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "mollify", "bench", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "mollify", "bench", "--quick", "--json", str(out), "--record",
+         str(tmp_path / "RESULTS.md")],
         capture_output=True, text=True, check=True,
     )
     report = json.loads(out.read_text())
@@ -30,6 +31,13 @@ def test_bench_quick_prints_every_figure_and_writes_json(tmp_path):
     for row in report["results"]:
         assert math.isfinite(row["value"]) and row["value"] > 0
         assert row["figure"] in proc.stdout and row["goal"]
+    for name in ("SmoothGrad / one fwd+bwd", "Captum", "NoiseGrad (vmap)", "peak memory: Smooth",
+                 "autocast", "smoothed-activation", "GSmoothSGD", "ResNet 224x224"):
+        assert any(name in f for f in figures), name
+    from mollify.bench import read_results
+
+    recorded = read_results(tmp_path / "RESULTS.md")["cpu"]
+    assert recorded[0] == report["header"] and len(recorded[1]) == len(figures)
 
 
 def test_bench_rejects_a_missing_device():
