@@ -10,6 +10,11 @@ static HTML of the book shows an explorer's first state only; chapters show a st
 Every explorer exposes ``.figure`` (the matplotlib ``Figure``), ``.controls`` (a dict of the
 control widgets by name) and ``.refresh()`` (recompute and redraw), which tests and curious
 readers can use directly.
+
+Layout: the controls sit in rows of at most three, each control with a fixed width (so a slider
+never shrinks to nothing) and each row wrapping onto a new line where the page is narrower than
+the row (a book's text column is about 690 px wide). Figures use matplotlib's constrained layout,
+recomputed at every draw, so titles that change with the controls are never clipped.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections.abc import Callable, Mapping
 
 import ipywidgets as widgets
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from mollify._validation import check_choice, check_int, check_real
@@ -72,8 +79,21 @@ def _show(out: widgets.Output, fig: Figure) -> None:
         display(Image(data=png.getvalue(), format="png"))
 
 
-def _explorer(controls: dict[str, widgets.Widget], fig: Figure, redraw: Callable[[], None]):
-    """Wire ``controls`` to ``redraw`` and return the VBox (controls, then the figure)."""
+def _sized(control: widgets.Widget, width: str) -> widgets.Widget:
+    """Give ``control`` a fixed width and a label as wide as its text (ipywidgets 7 and 8)."""
+    control.layout.width = width
+    control.layout.flex = "0 0 auto"  # never shrink below `width` inside a row
+    control.style.description_width = "initial"
+    return control
+
+
+def _explorer(controls: dict[str, widgets.Widget], fig: Figure, redraw: Callable[[], None],
+              rows: list[list[str]] | None = None):
+    """Wire ``controls`` to ``redraw`` and return the VBox (rows of controls, then the figure).
+
+    ``rows`` names the controls of each row (default: all in one row); a row wraps where the
+    page is too narrow for it, rather than squeezing its controls.
+    """
     out = widgets.Output()
 
     def refresh(_change: object = None) -> None:
@@ -82,7 +102,12 @@ def _explorer(controls: dict[str, widgets.Widget], fig: Figure, redraw: Callable
 
     for control in controls.values():
         control.observe(refresh, names="value")
-    box = widgets.VBox([widgets.HBox(list(controls.values())), out])
+    rows = rows if rows is not None else [list(controls)]
+    assert sorted(sum(rows, [])) == sorted(controls), "every control in exactly one row"
+    boxes = [widgets.HBox([controls[name] for name in row],
+                          layout=widgets.Layout(flex_flow="row wrap", width="100%"))
+             for row in rows]
+    box = widgets.VBox([*boxes, out])
     box.figure, box.controls, box.refresh = fig, controls, refresh
     refresh()
     return box
@@ -132,12 +157,12 @@ def kernel_explorer(
     eps = check_real("eps", eps, low=0.01, high=2.0)
     x = _grid(xlim)
     controls = {
-        "function": widgets.Dropdown(options=list(ROUGH_FUNCTIONS), value=function,
-                                     description="f"),
-        "kernel": _kernel_dropdown(kernel),
-        "eps": _eps_slider(eps),
+        "function": _sized(widgets.Dropdown(options=list(ROUGH_FUNCTIONS), value=function,
+                                            description="f"), "220px"),
+        "kernel": _sized(_kernel_dropdown(kernel), "240px"),
+        "eps": _sized(_eps_slider(eps), "420px"),
     }
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_k, ax_f = fig.subplots(1, 2)
     (kernel_line,) = ax_k.plot([], [], color="C1", lw=2)
     ax_k.set(xlabel="t", ylabel=r"$\eta_\varepsilon(t)$", title="kernel")
@@ -145,8 +170,7 @@ def kernel_explorer(
     (fe_line,) = ax_f.plot(_a(x), _a(torch.zeros_like(x)), color="C0", lw=1.8,
                            label=r"$f_\varepsilon = \eta_\varepsilon * f$")
     ax_f.set(xlabel="x", ylabel="value", title="function and its mollification")
-    ax_f.legend(loc="upper left")
-    fig.tight_layout()
+    ax_f.legend(loc="best")  # placed at each draw, away from the curves of the chosen f
 
     def redraw() -> None:
         k, eps_now = get_kernel(controls["kernel"].value), controls["eps"].value
@@ -161,7 +185,7 @@ def kernel_explorer(
         ax_f.relim(), ax_f.autoscale_view()
         ax_k.set_title(f"{k.name} kernel, ε = {eps_now:.3f}")
 
-    return _explorer(controls, fig, redraw)
+    return _explorer(controls, fig, redraw, rows=[["function", "kernel"], ["eps"]])
 
 
 def mollify_explorer(
@@ -193,8 +217,9 @@ def mollify_explorer(
     x = _grid(xlim)
     with torch.no_grad():
         fx = mollify(f, "gaussian", 1.0)._call_f(x.reshape(-1, 1), True).reshape(-1)
-    controls = {"kernel": _kernel_dropdown(kernel), "eps": _eps_slider(eps)}
-    fig = Figure(figsize=(8, 5.4))
+    controls = {"kernel": _sized(_kernel_dropdown(kernel), "240px"),
+                "eps": _sized(_eps_slider(eps), "400px")}
+    fig = Figure(figsize=(8, 5.4), layout="constrained")
     ax_f, ax_d = fig.subplots(2, 1, sharex=True)
     ax_f.plot(_a(x), _a(fx), color="0.6", lw=2.5, label="f")
     (fe_line,) = ax_f.plot(_a(x), _a(fx), color="C0", lw=1.8, label=r"$f_\varepsilon$")
@@ -204,7 +229,6 @@ def mollify_explorer(
     (de_line,) = ax_d.plot(_a(x), _a(fx), color="C3", lw=1.8, label=r"$f_\varepsilon'$")
     ax_d.set(xlabel="x", ylabel="derivative (central differences)")
     ax_d.legend(loc="best")
-    fig.tight_layout()
 
     def redraw() -> None:
         eps_now = controls["eps"].value
@@ -256,14 +280,15 @@ def montecarlo_explorer(
     if truth is not None:
         truth = check_real("truth", truth)
     controls = {
-        "sampler": widgets.Dropdown(options=list(SAMPLERS), value=sampler, description="sampler"),
-        "kernel": _kernel_dropdown(kernel),
-        "n": widgets.SelectionSlider(options=[2**k for k in range(4, 17)], value=n,
-                                     description="n", continuous_update=False),
-        "seed": widgets.BoundedIntText(value=seed, min=0, max=10**6, description="seed",
-                                       layout=widgets.Layout(width="150px")),
+        "sampler": _sized(widgets.Dropdown(options=list(SAMPLERS), value=sampler,
+                                           description="sampler"), "240px"),
+        "kernel": _sized(_kernel_dropdown(kernel), "240px"),
+        "n": _sized(widgets.SelectionSlider(options=[2**k for k in range(4, 17)], value=n,
+                                            description="n", continuous_update=False), "420px"),
+        "seed": _sized(widgets.BoundedIntText(value=seed, min=0, max=10**6, description="seed"),
+                       "160px"),
     }
-    fig = Figure(figsize=(8, 3.8))
+    fig = Figure(figsize=(8, 3.8), layout="constrained")
     ax = fig.subplots()
     (est_line,) = ax.plot([], [], "o-", color="C0", ms=3, label="estimate")
     band = [ax.fill_between([1, 2], [0, 0], [0, 0], color="C0", alpha=0.2)]
@@ -271,7 +296,6 @@ def montecarlo_explorer(
         ax.axhline(truth, color="k", ls="--", lw=1, label="exact value")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="number of samples n", ylabel=r"estimate of $\mathbb{E}[f(u)]$")
-    fig.tight_layout()
 
     def redraw() -> None:
         ns = [2**k for k in range(4, int(math.log2(controls["n"].value)) + 1)]
@@ -287,12 +311,14 @@ def montecarlo_explorer(
         band[0] = ax.fill_between(ns, _a(mean - 2 * err), _a(mean + 2 * err), color="C0", alpha=0.2,
                                   label="± 2 stderr")
         ax.relim(), ax.autoscale_view()
-        ax.legend(loc="upper right")
+        # beside the axes, not on them: the band is widest at small n and the curve ends
+        # at the right, so no corner inside the axes is free for every integrand
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         last = estimates[-1]
         ax.set_title(f"{controls['sampler'].value} with the {controls['kernel'].value} kernel: "
-                     f"{last!r}")
+                     f"{last!r}", fontsize=10)
 
-    return _explorer(controls, fig, redraw)
+    return _explorer(controls, fig, redraw, rows=[["sampler", "kernel"], ["n", "seed"]])
 
 
 def saliency_explorer(
@@ -334,15 +360,17 @@ def saliency_explorer(
             target = int(model(x).argmax(1))
     raw = Gradient(model).attribute(x, target=target)[0]
     controls = {
-        "kernel": _kernel_dropdown(kernel),
-        "mode": widgets.Dropdown(options=list(MODES), value=mode, description="mode"),
-        "eps_rel": _eps_slider(check_real("eps_rel", eps_rel, low=0.01, high=2.0), "ε input"),
-        "eps_param": _eps_slider(check_real("eps_param", eps_param, low=0.01, high=2.0),
-                                 "σ weights"),
-        "n": widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=n,
-                                     description="n", continuous_update=False),
+        "kernel": _sized(_kernel_dropdown(kernel), "210px"),
+        "mode": _sized(widgets.Dropdown(options=list(MODES), value=mode, description="mode"),
+                       "190px"),
+        "n": _sized(widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=n,
+                                            description="n", continuous_update=False), "250px"),
+        "eps_rel": _sized(_eps_slider(check_real("eps_rel", eps_rel, low=0.01, high=2.0),
+                                      "ε input"), "320px"),
+        "eps_param": _sized(_eps_slider(check_real("eps_param", eps_param, low=0.01, high=2.0),
+                                        "σ weights"), "320px"),
     }
-    fig = Figure(figsize=(9, 3.3))
+    fig = Figure(figsize=(9, 3.3), layout="constrained")
     axes = fig.subplots(1, 3)
     channel = 0
 
@@ -355,6 +383,11 @@ def saliency_explorer(
 
     show(axes[0], x[0, channel], f"image (class {target})", cmap="gray_r")
     show(axes[1], raw[channel], "raw gradient")
+    # Each map is scaled to its own largest |value| (colours compare within a map, not across).
+    bar = fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), "RdBu_r"), ax=list(axes[1:]),
+                       shrink=0.85, ticks=[-1, 0, 1])
+    bar.set_label("∂f_c/∂x ÷ its largest |value|\n(red: raises the class score)",
+                  fontsize=8)
 
     def redraw() -> None:
         c = controls
@@ -367,7 +400,8 @@ def saliency_explorer(
         show(axes[2], smooth[channel],
              f"{c['kernel'].value}, {c['mode'].value}, n = {c['n'].value}")
 
-    return _explorer(controls, fig, redraw)
+    return _explorer(controls, fig, redraw, rows=[["kernel", "mode", "n"],
+                                                   ["eps_rel", "eps_param"]])
 
 
 def _default_landscape(theta: torch.Tensor) -> torch.Tensor:
@@ -411,12 +445,13 @@ def landscape_explorer(
     theta = _grid(xlim)
     start = check_real("start", start, low=float(theta[0]), high=float(theta[-1]))
     controls = {
-        "sigma": widgets.FloatSlider(value=sigma, min=0.0, max=1.0, step=0.01, description="σ",
-                                     continuous_update=False),
-        "start": widgets.FloatSlider(value=start, min=float(theta[0]), max=float(theta[-1]),
-                                     step=0.05, description="θ₀", continuous_update=False),
+        "sigma": _sized(widgets.FloatSlider(value=sigma, min=0.0, max=1.0, step=0.01,
+                                            description="σ", continuous_update=False), "320px"),
+        "start": _sized(widgets.FloatSlider(value=start, min=float(theta[0]),
+                                            max=float(theta[-1]), step=0.05, description="θ₀",
+                                            continuous_update=False), "320px"),
     }
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_l, ax_p = fig.subplots(1, 2)
     ax_l.plot(_a(theta), _a(loss(theta)), color="0.6", lw=1.5, label="L")
     (smooth_line,) = ax_l.plot(_a(theta), _a(loss(theta)), color="C0", lw=2, label=r"$L_\sigma$")
@@ -427,8 +462,7 @@ def landscape_explorer(
     (gd_path,) = ax_p.plot([], [], color="C3", label="gradient descent on L")
     (gs_path,) = ax_p.plot([], [], color="C2", label=r"GSmoothSGD ($\nabla L_\sigma$ by MC)")
     ax_p.set(xlabel="step t", ylabel=r"$\theta_t$", title="paths from the same start")
-    ax_p.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
+    ax_p.legend(loc="best", fontsize=8)
 
     def descend(smoothed: bool) -> list[float]:
         param = torch.tensor([controls["start"].value], dtype=torch.float64, requires_grad=True)
