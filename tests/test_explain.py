@@ -513,3 +513,18 @@ def test_chunk_for_memory():
         chunk_for_memory(gib, mib, limit=8, fraction=0)
     with pytest.raises(ValueError, match="limit"):
         chunk_for_memory(gib, mib, limit=0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: SmoothGrad(m, n=12, chunk_size=5),
+    lambda m: SmoothGrad(m, n=12, sampler="antithetic", chunk_size=3),
+    lambda m: MCGM(m, eps=0.1, n=16, sampler="rqmc", replicates=4),
+    lambda m: NoiseGrad(m, n=6, chunk_size=4),
+    lambda m: FusionGrad(m, n=4, n_param=3, chunk_size=5),
+])
+def test_attribute_is_estimates_mean_bit_for_bit(make):
+    # attribute() skips the sums of squares behind the standard error; the mean must not move
+    explainer, x = make(tiny_cnn()), images(3)
+    est = explainer.estimate(x, 2, generator=gen(8))
+    assert torch.equal(explainer.attribute(x, 2, generator=gen(8)), est.mean)
+    assert bool(torch.isfinite(est.stderr).all())
