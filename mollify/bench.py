@@ -522,6 +522,10 @@ def record(path: str | os.PathLike, device: str, header: str, results: list[Resu
     os.replace(tmp, path)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def describe(device: str, quick: bool) -> str:
     """One line naming what the figures were measured with: versions, device, threads, date."""
     from mollify import __version__
@@ -532,10 +536,11 @@ def describe(device: str, quick: bool) -> str:
         captum = version("captum")
     except Exception:  # noqa: BLE001 - any failure means "not installed"
         captum = "not installed"
+    cpu = platform.processor() or platform.machine()
     where = (torch.cuda.get_device_name(0) if device == "cuda"
-             else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+             else f"{cpu}, {_plural(os.cpu_count() or 1, 'core')}")
     return (f"mollify bench ({'quick' if quick else 'full'}) {time.strftime('%Y-%m-%d')}: "
-            f"device {device} ({where}), {torch.get_num_threads()} threads; mollify "
+            f"device {device} ({where}), {_plural(torch.get_num_threads(), 'thread')}; mollify "
             f"{__version__}, torch {torch.__version__}, captum {captum}, python "
             f"{platform.python_version()}")
 
