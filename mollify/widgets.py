@@ -83,6 +83,7 @@ def _sized(control: widgets.Widget, width: str) -> widgets.Widget:
     """Give ``control`` a fixed width and a label as wide as its text (ipywidgets 7 and 8)."""
     control.layout.width = width
     control.layout.flex = "0 0 auto"  # never shrink below `width` inside a row
+    control.layout.margin = "2px 16px 2px 2px"  # a gap before the next control's label
     control.style.description_width = "initial"
     return control
 
@@ -360,11 +361,11 @@ def saliency_explorer(
             target = int(model(x).argmax(1))
     raw = Gradient(model).attribute(x, target=target)[0]
     controls = {
-        "kernel": _sized(_kernel_dropdown(kernel), "210px"),
+        "kernel": _sized(_kernel_dropdown(kernel), "200px"),
         "mode": _sized(widgets.Dropdown(options=list(MODES), value=mode, description="mode"),
-                       "190px"),
+                       "170px"),
         "n": _sized(widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128], value=n,
-                                            description="n", continuous_update=False), "250px"),
+                                            description="n", continuous_update=False), "240px"),
         "eps_rel": _sized(_eps_slider(check_real("eps_rel", eps_rel, low=0.01, high=2.0),
                                       "ε input"), "320px"),
         "eps_param": _sized(_eps_slider(check_real("eps_param", eps_param, low=0.01, high=2.0),
@@ -386,8 +387,7 @@ def saliency_explorer(
     # Each map is scaled to its own largest |value| (colours compare within a map, not across).
     bar = fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), "RdBu_r"), ax=list(axes[1:]),
                        shrink=0.85, ticks=[-1, 0, 1])
-    bar.set_label("∂f_c/∂x ÷ its largest |value|\n(red: raises the class score)",
-                  fontsize=8)
+    bar.set_label("∂f_c/∂x ÷ its max |·|\n(red: raises the score)", fontsize=9)
 
     def redraw() -> None:
         c = controls
