@@ -387,7 +387,8 @@ def saliency_explorer(
     # Each map is scaled to its own largest |value| (colours compare within a map, not across).
     bar = fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), "RdBu_r"), ax=list(axes[1:]),
                        shrink=0.85, ticks=[-1, 0, 1])
-    bar.set_label("∂f_c/∂x ÷ its max |·|\n(red: raises the score)", fontsize=9)
+    bar.set_label(r"$\partial f_c/\partial x$ ÷ its max |·|" "\n(red: raises the score)",
+                  fontsize=9)
 
     def redraw() -> None:
         c = controls
