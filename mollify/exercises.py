@@ -77,6 +77,7 @@ __all__ = [
     "convexity_threshold",
     "smoothed_clip",
     "balanced_width",
+    "passes_for_budget",
     "collect_feedback",
     "grade_notebook",
 ]
@@ -221,6 +222,11 @@ def _is_stub(value: object) -> bool:
 def _name(answer: object, default: str) -> str:
     name = getattr(answer, "__name__", "")
     return f"`{name}`" if name.isidentifier() else default
+
+
+def _call_name(what: str, default: str) -> str:
+    """The name to show in a call: the student's function's own name, else ``default``."""
+    return what[1:-1] if what.startswith("`") else default
 
 
 def _stub_message(what: str) -> str:
@@ -464,7 +470,7 @@ def averaged_abs_derivative(
         fn = _need_callable(answer, _name(answer, "your function"))
         what = _name(answer, "your function")
         for eps in (0.1, 0.5, 2.0):
-            seen = _tensor(_call(fn, what, (x.clone(), eps), f"{what[1:-1] or 'g'}(x, {eps})"),
+            seen = _tensor(_call(fn, what, (x.clone(), eps), f"{_call_name(what, 'g')}(x, {eps})"),
                            what, tuple(x.shape))
             expected = _smoothed_sign(x, eps)
             i = _worst(seen, expected, 1e-6, 0.0)
@@ -537,7 +543,7 @@ def unit_variance_kernel(
     def body() -> str:
         what = _name(answer, "your function")
         fn = _need_callable(answer, what)
-        eta = _tensor(_call(fn, what, (t.clone(),), f"{what[1:-1] or 'pdf'}(t)"), what,
+        eta = _tensor(_call(fn, what, (t.clone(),), f"{_call_name(what, 'pdf')}(t)"), what,
                       tuple(t.shape))
         if bool((eta < -1e-12).any()):
             i = int(eta.argmin())
@@ -633,13 +639,13 @@ def monte_carlo_pi(
         fn = _need_callable(answer, what)
         probe = _kernel("uniform").sample((8, 2), generator=torch.Generator().manual_seed(seed),
                                           dtype=_F64)
-        _tensor(_call(fn, what, (probe,), f"{what[1:-1] or 'f'}(u) with u of shape (8, 2)"),
+        _tensor(_call(fn, what, (probe,), f"{_call_name(what, 'f')}(u) with u of shape (8, 2)"),
                 what, (8,))
         try:
             est = _integrate(fn, "uniform", n, dim=2,
                              generator=torch.Generator().manual_seed(seed))
         except Exception as exc:
-            raise _Wrong(f"integrate({what[1:-1] or 'f'}, 'uniform', {n}, dim=2) raised "
+            raise _Wrong(f"integrate({_call_name(what, 'f')}, 'uniform', {n}, dim=2) raised "
                          f"{type(exc).__name__}: {exc}") from None
         mean, err = float(est.mean.reshape(())), float(est.stderr.reshape(()))
         if err == 0:
@@ -791,7 +797,7 @@ def smoothed_abs_gradient(
         for case, (x, w, b, eps) in enumerate(_abs_cases(), 1):
             d = x.shape[0]
             seen = _tensor(_call(fn, what, (x.clone(), w.clone(), b, eps),
-                                 f"{what[1:-1] or 'grad'}(x, w, b, eps) with d = {d}"), what, (d,))
+                                 f"{_call_name(what, 'grad')}(x, w, b, eps) with d = {d}"), what, (d,))
             xg = x.clone().requires_grad_()
             _smoothed_abs(w @ xg + b, eps * float(w.norm())).backward()
             expected = xg.grad
@@ -960,7 +966,7 @@ def convexity_threshold(
         what = _name(answer, "your function")
         fn = _need_callable(answer, what)
         for A, a in ((1.0, 10.0), (2.0, 3.0), (0.5, 4.0), (5.0, 1.0)):
-            shown = f"{what[1:-1] or 'sigma_star'}({A:g}, {a:g})"
+            shown = f"{_call_name(what, 'sigma_star')}({A:g}, {a:g})"
             s = _number(_call(fn, what, (A, a), shown), f"{what}'s value")
             if s <= 0:
                 raise _Wrong(
@@ -1021,7 +1027,7 @@ def smoothed_clip(
 
     def compare(fn: Callable, what: str, which: str, hint: str) -> None:
         for sigma, lo, hi in cases:
-            shown = f"{what[1:-1] or which}(x, {sigma}, {lo}, {hi})"
+            shown = f"{_call_name(what, which)}(x, {sigma}, {lo}, {hi})"
             seen = _tensor(_call(fn, what, (x.clone(), sigma, lo, hi), shown), what,
                            tuple(x.shape))
             xg = x.clone().requires_grad_()
@@ -1113,7 +1119,7 @@ def balanced_width(
         fn = _need_callable(answer, what)
         for c, C, m, s, p in ((1.0, 1.0, 100, 0.5, 1.0), (2.0, 0.5, 1000, 0.5, 1.0),
                               (1.0, 1.0, 64, 1.0, 2.0), (0.3, 3.0, 10, 2.0, 0.5)):
-            shown = f"{what[1:-1] or 'eps_star'}({c:g}, {C:g}, {m}, {s:g}, {p:g})"
+            shown = f"{_call_name(what, 'eps_star')}({c:g}, {C:g}, {m}, {s:g}, {p:g})"
             eps = _number(_call(fn, what, (c, C, m, s, p), shown), f"{what}'s value")
             if eps <= 0:
                 raise _Wrong(f"{shown} = {_fmt(eps)}, but a width ε must be > 0.")
@@ -1134,6 +1140,67 @@ def balanced_width(
     return _run(exercise, body)
 
 
+def passes_for_budget(
+    answer: Callable[[float, float, int], tuple[int, int]],
+    *,
+    exercise: str = "ex-scale-chunk",
+) -> Feedback:
+    """Check ``answer(free_bytes, bytes_per_copy, n) -> (chunk, passes)``: the chunk size that
+    ``chunk_size="auto"`` picks for a memory budget, and the passes a map of n samples takes.
+
+    The chunk is ⌊½·free / per copy⌋ clamped to [1, n] (:func:`mollify.explain.chunk_for_memory`)
+    and the passes ⌈n / chunk⌉; compared exactly on five budgets, including one too small for a
+    single copy and one that holds all n.
+
+    Args:
+        answer: the student's function.
+        exercise: the label reported in the feedback.
+
+    Returns:
+        A :class:`Feedback`.
+
+    >>> passes_for_budget(lambda free, per, n: (int(free // per), 1)).passed
+    False
+    """
+    from mollify.explain import chunk_for_memory
+
+    def body() -> str:
+        what = _name(answer, "your function")
+        fn = _need_callable(answer, what)
+        gib, mib = 2**30, 2**20
+        for free, per, n in ((24 * gib, 40 * mib, 1000), (gib, 1.8 * mib, 1000),
+                             (8 * gib, 3 * gib, 50), (80 * gib, 10 * mib, 64),
+                             (6 * gib, 100 * mib, 30)):
+            shown = f"{_call_name(what, 'plan')}({free / gib:g} GiB, {per / mib:g} MiB, n={n})"
+            out = _call(fn, what, (free, per, n), shown)
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise _Wrong(f"{shown} returned {out!r}.", expected="a pair (chunk, passes)",
+                             seen=type(out).__name__, hint="return chunk, passes")
+            chunk, passes = (_number(v, f"{what}'s {k}") for k, v in zip(("chunk", "passes"), out))
+            right = chunk_for_memory(int(free), per, limit=n)
+            if chunk != right:
+                raise _Wrong(
+                    f"{shown}: the chunk {_fmt(chunk)} is {_direction(chunk, right)}.",
+                    expected="the number of noisy copies that fit in half the free memory, at "
+                    "least 1 and at most n",
+                    seen=f"chunk = {_fmt(chunk)}",
+                    hint="the budget is only half of the free memory; a pass holds a whole "
+                    "number of copies, never fewer than one and never more than the n samples.",
+                )
+            if passes != math.ceil(n / right):
+                raise _Wrong(
+                    f"{shown}: with your (correct) chunk, {_fmt(passes)} passes is "
+                    f"{_direction(passes, math.ceil(n / right))}.",
+                    expected="the number of passes that covers all n samples",
+                    seen=f"passes = {_fmt(passes)}",
+                    hint="the last pass may be partly empty: round n / chunk up.",
+                )
+        return ("your chunk and pass counts match chunk_for_memory on 5 budgets, including one "
+                "smaller than a single copy and one that holds all n samples.")
+
+    return _run(exercise, body)
+
+
 # --------------------------------------------------------------------------------------------
 # the book's auto-checked exercises, and grading
 
@@ -1150,6 +1217,7 @@ CHECKS: dict[str, Callable[..., Feedback]] = {
     "ex-gsl-convex": convexity_threshold,
     "ex-sn-hardtanh": smoothed_clip,
     "ex-rates-balance": balanced_width,
+    "ex-scale-chunk": passes_for_budget,
 }
 
 

@@ -33,9 +33,9 @@ from mollify.student_edition import (
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p for p in (ROOT / "book").glob("*.ipynb"))
-# the core chapters (parts Foundations, Explaining networks, Training with smoothing) each have an
-# auto-checked exercise; later chapters may, and are stripped all the same
-CORE = [p for p in NOTEBOOKS if int(p.name[:2]) <= 10]
+# every chapter (parts Foundations, Explaining networks, Training with smoothing, Scale) has an
+# auto-checked exercise
+CORE = [p for p in NOTEBOOKS if int(p.name[:2]) <= 11]
 TOC = (ROOT / "_toc.yml").read_text()
 MIN_LINE = 25  # solution lines shorter than this are too generic to prove a leak
 MIN_SEGMENT = 20  # alphanumeric characters of a text segment searched for in the HTML
@@ -343,6 +343,11 @@ GINI = [(0, 1, -1, 2), (0, 0, 0, 5), (1, 1, 1, 1)]
 REACH = (math.sqrt(3) * 0.15, math.sqrt(5) * 0.15, 2 * (1 - 0.5 * (1 + math.erf(math.sqrt(1.5)))))
 
 # label: (right answer, wrong answer, stub, strings that would give the answer away)
+def _plan(free, per, n):
+    chunk = min(n, max(1, int(0.5 * free // per)))
+    return chunk, math.ceil(n / chunk)
+
+
 CASES = {
     "ex-rough-abs": (
         lambda: check.averaged_abs_derivative(lambda x, e: torch.erf(x / (2**0.5 * e))),
@@ -403,6 +408,12 @@ CASES = {
         lambda: check.balanced_width(lambda c, C, m, s, p: (C / (c * m)) ** (1 / (s + p))),
         lambda: check.balanced_width(_stub),
         ["1 / (s + p)", "1/(s+p)", "(s + p)"],
+    ),
+    "ex-scale-chunk": (
+        lambda: check.passes_for_budget(_plan),
+        lambda: check.passes_for_budget(lambda free, per, n: (max(1, int(free // per)), 1)),
+        lambda: check.passes_for_budget(_stub),
+        ["0.5 * free", "free / 2", "ceil"],
     ),
 }
 
