@@ -210,6 +210,14 @@ class PointStream:
     what makes chunked computations independent of the chunk size. The generator is used once, at
     construction (one draw; ``qmc`` draws nothing).
 
+    How a point is made: Sobol points (``"qmc"``, ``"rqmc"``) and ``"mc"``/``"antithetic"``
+    points in float64 are u = F⁻¹(U) for uniforms U drawn in float64 (inversion; exact in the
+    tails). ``"mc"``/``"antithetic"`` points in float32 — the noise of a network's inputs —
+    start from standard normal numbers z drawn by ``torch.randn`` in float32 instead, 5× faster
+    than the Gaussian quantile function: the Gaussian kernel uses z, any other kernel
+    F⁻¹(Φ(z)) computed in float64. Either way all kernels map the *same* random numbers, so
+    kernels compared at one seed see common random numbers.
+
     Args:
         kernel: a :class:`~mollify.kernels.Kernel` or its name.
         n: number of points (>= 1).
@@ -313,6 +321,17 @@ class PointStream:
             shift = 2.0 ** -(_SOBOL_MAXBIT + 1)
         return (u + shift).to(device=self.device, dtype=self._work)
 
+    def _normal_block(self, b: int) -> Tensor:
+        """Points of block b for float32 ``"mc"``/``"antithetic"``: z or F⁻¹(Φ(z)), z ~ N(0, I)."""
+        rows = min(self.block_rows, self._base_count() - b * self.block_rows)
+        g = torch.Generator(device=self.device).manual_seed(_mix(self._key, b))
+        z = torch.randn((rows, self.dim), generator=g, device=self.device, dtype=torch.float32)
+        if self.kernel.name == "gaussian":
+            return z
+        tiny = torch.finfo(self._work).eps / 4
+        prob = torch.special.ndtr(z.to(self._work)).clamp(tiny, 1 - tiny)
+        return self.kernel.icdf(prob).to(torch.float32)
+
     def _base_count(self) -> int:
         return self.n // 2 if self.sampler == "antithetic" else self.group_size
 
@@ -321,8 +340,10 @@ class PointStream:
         key = (r, b)
         pts = self._cache.get(key)
         if pts is None:
-            u = self._uniform_block(r, b)
-            pts = self.kernel.icdf(u).to(self.dtype)
+            if self.dtype == torch.float32 and self.sampler in ("mc", "antithetic"):
+                pts = self._normal_block(b)
+            else:
+                pts = self.kernel.icdf(self._uniform_block(r, b)).to(self.dtype)
             if len(self._cache) >= 2:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = pts
