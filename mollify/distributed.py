@@ -10,11 +10,12 @@ Determinism. Example ``i`` is explained on its own with the generator
 ``torch.Generator(device).manual_seed(example_seed(seed, i))`` — a SplitMix64 hash of the pair
 ``(seed, i)`` — so its attribution depends only on the explainer, the example and its index: the
 merged result is **bitwise identical for any number of processes**, any ``shard_size`` and any
-``batch_size`` (the explainer still batches its ``n`` noise samples into one forward/backward
-pass; still, explaining examples one by one costs more than a batched call, the more so the
+``batch_size``. The explainer still batches its ``n`` noise samples into one forward/backward
+pass, but explaining examples one by one costs more than a batched call, the more so the
 smaller n: 1.5× at n = 50 and 3.5–4× at n = 16 on the digits CNN, where a pass of n rows is too
-small to keep the CPU busy; batching several examples would make them share one noise draw). :class:`~mollify.explain.Gradient`, which
-draws no noise, is called on batches of ``batch_size`` consecutive examples instead; its result
+small to keep the CPU busy (batching several examples would make them share one noise draw).
+:class:`~mollify.explain.Gradient`, which draws no noise, is called on batches of
+``batch_size`` consecutive examples instead; its result
 is then bitwise identical for any number of processes and the same to rounding (~1e-9) for any
 ``batch_size``. The same device type and torch version give the same bits; CPU and GPU differ in
 rounding. One example's attribution, as the file holds it, is reproduced by::
