@@ -78,6 +78,7 @@ from mollify.montecarlo import (
     _TreeSum,
     _check_sampler_size,
     _draw_key,
+    _from_normal,
     _mix,
 )
 
@@ -844,9 +845,7 @@ class MCGM(Explainer):
         if dtype not in (torch.float32, torch.float64):
             dtype = torch.float32
         work = torch.float32 if device.type == "mps" else torch.float64
-        tiny = torch.finfo(work).eps / 4
         total = sum(p.numel() for _, p in params)
-        gaussian = cfg.kernel_param.name == "gaussian"
         rows = []
         for j in range(start, start + count):
             if cfg.sampler == "antithetic":  # pairs (z, -z): rows 2k and 2k+1
@@ -854,10 +853,8 @@ class MCGM(Explainer):
             else:
                 base, sign = j, 1.0
             g = torch.Generator(device=device).manual_seed(_mix(key, base))
-            z = torch.randn((total,), generator=g, device=device, dtype=dtype)
-            if not gaussian:
-                prob = torch.special.ndtr(z.to(work)).clamp(tiny, 1 - tiny)
-                z = cfg.kernel_param.icdf(prob)
+            z = _from_normal(cfg.kernel_param, torch.randn(
+                (total,), generator=g, device=device, dtype=dtype), work)
             rows.append(z if sign > 0 else -z)
         z = torch.stack(rows)
         out, off = {}, 0

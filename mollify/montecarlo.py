@@ -166,6 +166,17 @@ def _draw_key(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**62, (), generator=generator, device=device))
 
 
+def _from_normal(kernel: Kernel, z: Tensor, work: torch.dtype) -> Tensor:
+    """Standard normal numbers z mapped to ``kernel``'s law, F⁻¹(Φ(z)) computed in ``work``
+    precision, returned in z's dtype (z itself for the Gaussian): the one transform behind every
+    kernel's normal-based noise, so kernels compared at one seed see common random numbers."""
+    if kernel.name == "gaussian":
+        return z
+    tiny = torch.finfo(work).eps / 4
+    prob = torch.special.ndtr(z.to(work)).clamp(tiny, 1 - tiny)
+    return kernel.icdf(prob).to(z.dtype)
+
+
 def _check_dtype(dtype: object) -> torch.dtype:
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
@@ -326,11 +337,7 @@ class PointStream:
         rows = min(self.block_rows, self._base_count() - b * self.block_rows)
         g = torch.Generator(device=self.device).manual_seed(_mix(self._key, b))
         z = torch.randn((rows, self.dim), generator=g, device=self.device, dtype=torch.float32)
-        if self.kernel.name == "gaussian":
-            return z
-        tiny = torch.finfo(self._work).eps / 4
-        prob = torch.special.ndtr(z.to(self._work)).clamp(tiny, 1 - tiny)
-        return self.kernel.icdf(prob).to(torch.float32)
+        return _from_normal(self.kernel, z, self._work)
 
     def _base_count(self) -> int:
         return self.n // 2 if self.sampler == "antithetic" else self.group_size

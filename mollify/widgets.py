@@ -104,7 +104,8 @@ def _explorer(controls: dict[str, widgets.Widget], fig: Figure, redraw: Callable
     for control in controls.values():
         control.observe(refresh, names="value")
     rows = rows if rows is not None else [list(controls)]
-    assert sorted(sum(rows, [])) == sorted(controls), "every control in exactly one row"
+    if sorted(sum(rows, [])) != sorted(controls):  # the library's own layout tables
+        raise RuntimeError(f"every control must be in exactly one row: {rows} vs {list(controls)}")
     boxes = [widgets.HBox([controls[name] for name in row],
                           layout=widgets.Layout(flex_flow="row wrap", width="100%"))
              for row in rows]
