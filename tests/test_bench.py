@@ -31,8 +31,8 @@ def test_bench_quick_prints_every_figure_and_writes_json(tmp_path):
     for row in report["results"]:
         assert math.isfinite(row["value"]) and row["value"] > 0
         assert row["figure"] in proc.stdout and row["goal"]
-    for name in ("SmoothGrad / one fwd+bwd", "Captum", "NoiseGrad (vmap)", "peak memory: Smooth",
-                 "autocast", "smoothed-activation", "GSmoothSGD", "ResNet 224x224"):
+    for name in ("SmoothGrad / one fwd+bwd", "Captum", "NoiseGrad (grouped)", "NoiseGrad (vmap)",
+                 "peak memory: Smooth", "autocast", "smoothed-activation", "GSmoothSGD", "ResNet 224x224"):
         assert any(name in f for f in figures), name
     from mollify.bench import read_results
 
