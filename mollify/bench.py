@@ -278,7 +278,7 @@ def _smoothgrad_rows(w: _Workload, repeat: int, device: str) -> list[Result]:
 
 def _noisegrad_rows(w: _Workload, repeat: int, device: str, goal: bool) -> list[Result]:
     """NoiseGrad (all weight samples in one pass, as ``batching="auto"`` picks: grouped layers
-    for an ``nn.Sequential`` of common layers, else vmap) against the reference's per-sample
+    for a model built from common layers, else vmap) against the reference's per-sample
     loop, which deep-copies and perturbs the model once per sample; vmap beside it when grouped
     layers were used; and the floor all share."""
     import copy

@@ -34,9 +34,9 @@ Design:
   F_η⁻¹ ∘ Φ for a kernel η other than the Gaussian (common random numbers across kernels);
   ``"antithetic"`` pairs (z, −z). Weight samples are stacked along a new leading axis and
   evaluated all at once, with no copies of the model, no in-place perturbation, buffers
-  (BatchNorm statistics) used as they are: for an ``nn.Sequential`` of common layers as one
-  m-times-wider model of grouped convolutions and batched matrix products
-  (:mod:`mollify.grouped`, 2–3× faster on a CPU), for any other model with
+  (BatchNorm statistics) used as they are: for a model built from common layers (read with
+  ``torch.fx``) as one m-times-wider model of grouped convolutions and batched matrix products
+  (:mod:`mollify.grouped`, about 2× faster than vmap on a CPU), for any other model with
   ``torch.func.functional_call`` + ``torch.func.vmap`` + ``torch.func.grad`` (``batching``).
 * Gradients are accumulated with pairwise sums over aligned runs of samples, so memory does not
   grow with n and the result does not depend on ``chunk_size``: bitwise in input mode (for models
@@ -579,9 +579,11 @@ class MCGM(Explainer):
             only.
         batching: how parameter and joint modes evaluate the m weight samples at once, one of
             :data:`BATCHINGS`: ``"grouped"`` runs the model m times wider with grouped
-            convolutions and batched matrix products (:mod:`mollify.grouped`; ``nn.Sequential``
-            of common layers only), ``"vmap"`` uses ``torch.func.vmap`` (any model), ``"auto"``
+            convolutions and batched matrix products (:mod:`mollify.grouped`; models built from
+            common layers only), ``"vmap"`` uses ``torch.func.vmap`` (any model), ``"auto"``
             (default) the first when the model allows it. Both give the same map to rounding.
+            ``"grouped"`` reads ``forward`` once with ``torch.fx``: use ``"vmap"`` for a model
+            whose ``forward`` has Python side effects (counters, stored activations).
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module`` or an option has the wrong type.

@@ -296,8 +296,10 @@ def _snapshot(model):
 
 @pytest.mark.parametrize(
     "make",
-    [Gradient, lambda m: SmoothGrad(m, n=2), lambda m: NoiseGrad(m, n=2),
-     lambda m: FusionGrad(m, n=2, n_param=2), lambda m: VarGrad(m, n=2)],
+    # vmap runs Flaky's forward itself; batching="grouped" would trace it once (a forward with
+    # side effects is the documented case for batching="vmap") and is covered below
+    [Gradient, lambda m: SmoothGrad(m, n=2), lambda m: NoiseGrad(m, n=2, batching="vmap"),
+     lambda m: FusionGrad(m, n=2, n_param=2, batching="vmap"), lambda m: VarGrad(m, n=2)],
 )
 def test_model_state_is_restored_after_an_exception(make):
     model = Flaky()
@@ -314,6 +316,34 @@ def test_model_state_is_restored_after_an_exception(make):
     after = _snapshot(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert [p.requires_grad for p in model.parameters()] == grads
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("mode", ["parameter", "joint"])
+def test_model_state_is_restored_after_an_exception_in_grouped_layers(mode, monkeypatch):
+    import mollify.grouped
+
+    model = Flaky()
+    model.calls = 2  # past Flaky's own failure: the grouped evaluation fails instead
+    model.train()
+    model.body[3].eval()
+    before, flags = _snapshot(model), [m.training for m in model.modules()]
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom in a grouped layer")
+        return call_module(*args)
+
+    call_module = mollify.grouped._call_module
+    monkeypatch.setattr(mollify.grouped, "_call_module", failing)
+    explainer = MCGM(model, mode=mode, eps=0.1, n=2, n_param=2, batching="grouped")
+    with pytest.raises(RuntimeError, match="boom in a grouped layer"):
+        explainer.attribute(images(2), target=0)
+    assert [m.training for m in model.modules()] == flags
+    after = _snapshot(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in model.parameters())
 
 
