@@ -3,7 +3,8 @@
 ``python -m mollify bench [--quick] [--device cpu|cuda] [--json FILE]`` prints a table with one
 row per figure: the measured value, the goal beside it, and the raw numbers behind it (times as
 min/median over repeats). Ratios, not absolute times, are what the book quotes: the machines
-are noisy, and a ratio of two timings taken side by side in one process is far less so.
+are noisy, and a ratio of two timings taken side by side in one process is far less so (the
+functions compared are called in turn, round after round: :func:`timeit_interleaved`).
 
 Figures (Monte Carlo integration, the book's Foundations part; then explaining and training):
 
@@ -55,6 +56,8 @@ from mollify.montecarlo import integrate
 __all__ = [
     "Result",
     "timeit",
+    "timeit_interleaved",
+    "steady_malloc",
     "montecarlo_figures",
     "explain_figures",
     "training_figures",
@@ -92,16 +95,28 @@ def timeit(fn: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
     When CUDA is in use the device is synchronized before each clock reading, so a time covers
     the kernels ``fn`` launched, not only their launch.
     """
+    return timeit_interleaved([fn], repeat)[0]
+
+
+def timeit_interleaved(
+    fns: list[Callable[[], object]], repeat: int = 5
+) -> list[tuple[float, float]]:
+    """:func:`timeit` for several functions whose times will be compared: one warm-up each,
+    then ``repeat`` rounds that call every function once, so that a drift of the machine's speed
+    (frequency, other processes, memory state) weighs on all of them alike. Returns (min, median)
+    per function."""
     sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
-    fn()
-    times = []
-    for _ in range(repeat):
-        sync()
-        start = time.perf_counter()
+    for fn in fns:
         fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, slot in zip(fns, times):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            slot.append(time.perf_counter() - start)
+    return [(min(t), statistics.median(t)) for t in times]
 
 
 def _rmse(sampler: str, n: int, seeds: int) -> float:
@@ -172,11 +187,10 @@ def montecarlo_figures(quick: bool = False) -> list[Result]:
 
     n_time = 2**20 if quick else 2**22
     gen = torch.Generator().manual_seed(0)
-    t_int = timeit(lambda: integrate(_smooth_5d, "gaussian", n_time, dim=_D, generator=gen),
-                   repeat=3 if quick else 5)
-    t_bare = timeit(lambda: _smooth_5d(torch.randn(n_time, _D, generator=gen,
-                                                   dtype=torch.float64)).mean(),
-                    repeat=3 if quick else 5)
+    t_int, t_bare = timeit_interleaved([
+        lambda: integrate(_smooth_5d, "gaussian", n_time, dim=_D, generator=gen),
+        lambda: _smooth_5d(torch.randn(n_time, _D, generator=gen, dtype=torch.float64)).mean(),
+    ], repeat=3 if quick else 5)
     ratio = t_int[0] / t_bare[0]
     results.append(Result(
         f"throughput: integrate / bare torch (n={n_time}, d={_D})", ratio, "<= 1.5", ratio <= 1.5,
@@ -254,21 +268,25 @@ def _smoothgrad_rows(w: _Workload, repeat: int, device: str) -> list[Result]:
     n, b = w.n, len(w.x)
     noisy = (w.x.unsqueeze(0) + 0.1 * torch.randn((n, *w.x.shape), device=device)).flatten(0, 1)
     sg = SmoothGrad(w.model, eps=0.1, n=n, chunk_size=n)
-    t_plain = timeit(lambda: _forward_backward(w.model, noisy, w.target.repeat(n)), repeat)
+    fns = [lambda: _forward_backward(w.model, noisy, w.target.repeat(n)),
+           lambda: sg.attribute(w.x, target=w.target)]
+    try:
+        from captum.attr import NoiseTunnel, Saliency
+    except ImportError:  # captum is a test extra
+        tunnel = None
+    else:
+        tunnel = NoiseTunnel(Saliency(w.model))
+        fns.append(lambda: tunnel.attribute(
+            w.x, nt_type="smoothgrad", nt_samples=n, stdevs=0.1, target=w.target, abs=False))
+    t_plain, t_sg, *t_rest = timeit_interleaved(fns, repeat)
     del noisy
-    t_sg = timeit(lambda: sg.attribute(w.x, target=w.target), repeat)
     ratio = t_sg[0] / t_plain[0]
     out = [Result(
         f"SmoothGrad / one fwd+bwd over n*B inputs ({w.name}, n={n}, B={b})", ratio, "<= 1.10",
         ratio <= 1.10, f"min/median s: SmoothGrad {_fmt(t_sg)}, plain {_fmt(t_plain)}")]
-    try:
-        from captum.attr import NoiseTunnel, Saliency
-    except ImportError:  # captum is a test extra
+    if tunnel is None:
         return out
-    tunnel = NoiseTunnel(Saliency(w.model))
-    t_captum = timeit(lambda: tunnel.attribute(
-        w.x, nt_type="smoothgrad", nt_samples=n, stdevs=0.1, target=w.target, abs=False),
-        repeat)
+    (t_captum,) = t_rest
     ratio = t_sg[0] / t_captum[0]
     out.append(Result(
         f"SmoothGrad / Captum NoiseTunnel(Saliency) ({w.name}, n={n})", ratio, "<= 1.0",
@@ -302,14 +320,13 @@ def _noisegrad_rows(w: _Workload, repeat: int, device: str, goal: bool) -> list[
         return total / n_param
 
     batchings = ["grouped", "vmap"] if grouped_plan(w.model, x.dim() - 1) else ["vmap"]
-    times = {}
-    for batching in batchings:
-        ng = NoiseGrad(w.model, n=n_param, batching=batching)
-        times[batching] = timeit(lambda ng=ng: ng.attribute(x, target=target), repeat)
-    t_loop = timeit(copy_loop, repeat)
+    fns = [lambda ng=NoiseGrad(w.model, n=n_param, batching=batching):
+           ng.attribute(x, target=target) for batching in batchings]
     # the floor: the same n_param·B gradients with one fixed set of weights, in one pass
     stacked, rep = x.repeat(n_param, *[1] * (x.dim() - 1)), target.repeat(n_param)
-    t_floor = timeit(lambda: _forward_backward(w.model, stacked, rep), repeat)
+    *t_ng, t_loop, t_floor = timeit_interleaved(
+        [*fns, copy_loop, lambda: _forward_backward(w.model, stacked, rep)], repeat)
+    times = dict(zip(batchings, t_ng))
     head = f"({w.name}, n={n_param}, B={len(x)})"
     rows = []
     for k, batching in enumerate(batchings):
@@ -366,7 +383,7 @@ def _autocast_rows(w: _Workload, repeat: int, device: str) -> list[Result]:
     a, b = run(full), run(half)
     err = float((b - a).norm() / a.norm())
     cos = float(torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min())
-    t_full, t_half = timeit(lambda: run(full), repeat), timeit(lambda: run(half), repeat)
+    t_full, t_half = timeit_interleaved([lambda: run(full), lambda: run(half)], repeat)
     name = str(dtype).removeprefix("torch.")
     return [
         Result(f"autocast {name}: relative error of the map vs float32 ({w.name})", err,
@@ -445,8 +462,7 @@ def training_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
     x = torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
     y = torch.arange(256, device=device) % 10
     with torch.no_grad():
-        t_plain = timeit(lambda: model(x), repeat)
-        t_smooth = timeit(lambda: smooth(x), repeat)
+        t_plain, t_smooth = timeit_interleaved([lambda: model(x), lambda: smooth(x)], repeat)
     ratio = t_smooth[0] / t_plain[0]
     results = [Result(
         "smoothed-activation forward / plain forward (small CNN, B=256)", ratio, "<= 3",
@@ -470,8 +486,8 @@ def training_figures(quick: bool = False, device: str = "cpu") -> list[Result]:
         for _ in range(n_samples):
             sgd.step(closure_for(sgd))
 
-    t_plain_steps = timeit(plain_steps, repeat)
-    t_gs = timeit(lambda: gs.step(closure_for(gs)), repeat)
+    t_plain_steps, t_gs = timeit_interleaved([plain_steps, lambda: gs.step(closure_for(gs))],
+                                             repeat)
     ratio = t_gs[0] / t_plain_steps[0]
     results.append(Result(
         f"GSmoothSGD step (n_samples={n_samples}) / {n_samples} plain SGD steps", ratio, "<= 1.2",
@@ -537,6 +553,32 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters of glibc's <malloc.h>
+
+
+def steady_malloc(threshold: int = 1 << 30) -> bool:
+    """Keep freed memory in this process (Linux, glibc): returns whether it could be set.
+
+    glibc's ``malloc`` serves a large block (a batch of activations) from fresh ``mmap`` pages and
+    gives it back to the system when it is freed, and trims the top of its heap likewise; the next
+    pass then page-faults every page in again, and the kernel zeroes each one. On a ResNet pass
+    over a batch of 224×224 images that is hundreds of thousands of page faults and more system
+    time than computation. Setting the mmap and trim thresholds (``mallopt``; the environment
+    variables ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` do the same for a new
+    process) keeps the freed pages for reuse. ``python -m mollify bench`` calls it first, so that
+    its ratios compare computation, not the allocator's history. Memory once used is then not
+    returned to the system until the process ends.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 2 * threshold))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 def describe(device: str, quick: bool) -> str:
     """One line naming what the figures were measured with: versions, device, threads, date."""
     from mollify import __version__
@@ -569,6 +611,8 @@ def run(
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     header = describe(device, quick)
+    if steady_malloc():
+        header += "; glibc malloc keeps freed memory (steady_malloc)"
     print(header, flush=True)
     results = montecarlo_figures(quick)  # integrate runs on the CPU: device-independent figures
     results += explain_figures(quick, device) + training_figures(quick, device)

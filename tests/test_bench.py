@@ -8,13 +8,20 @@ import sys
 
 import pytest
 
-from mollify.bench import Result, run, timeit
+from mollify.bench import Result, run, timeit, timeit_interleaved
 
 
 def test_timeit_reports_min_and_median():
     calls = []
     lo, med = timeit(lambda: calls.append(1), repeat=4)
     assert len(calls) == 5 and 0 <= lo <= med
+
+
+def test_timeit_interleaved_calls_the_functions_in_turn():
+    calls = []
+    times = timeit_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], repeat=3)
+    assert calls == ["a", "b"] * 4  # one warm-up each, then three rounds
+    assert len(times) == 2 and all(0 <= lo <= med for lo, med in times)
 
 
 @pytest.mark.slow
@@ -71,3 +78,29 @@ def test_results_file_round_trips_and_keeps_other_devices(tmp_path):
                                                    "min s 0.1/0.2")])
     assert back["cuda"] == ("header cuda", [Result("c", 3.0, "info", None, "")])
     assert "| figure | value | goal | ok | detail |" in path.read_text()
+
+
+_FAULTS = """
+import resource, sys, torch
+from mollify.bench import steady_malloc
+applied = steady_malloc() if sys.argv[1] == "steady" else None
+torch.ones(1 << 24).sum()  # 64 MiB, allocated once before counting
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    torch.ones(1 << 24).sum()
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_steady_malloc_stops_page_faults_on_reused_blocks():
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True,
+                             text=True, check=True).stdout.split()
+        return out[0], int(out[1])
+
+    applied, steady = faults("steady")
+    _, default = faults("default")
+    assert applied == "True"
+    assert default > 10 * 16_000 * 0.9  # every 64 MiB block faults in its 16384 pages again
+    assert steady < default / 20
