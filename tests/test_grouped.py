@@ -254,3 +254,17 @@ def test_batching_option_errors_and_fallback():
     auto = NoiseGrad(model, n=2).attribute(x, target=0, generator=_gen(1))  # falls back to vmap
     vm = NoiseGrad(model, n=2, batching="vmap").attribute(x, target=0, generator=_gen(1))
     assert torch.equal(auto, vm)
+
+
+def test_auto_batching_takes_the_grouped_path_where_it_can(monkeypatch):
+    import mollify.explain
+
+    calls = []
+    forward = mollify.explain.grouped_forward
+    monkeypatch.setattr(mollify.explain, "grouped_forward",
+                        lambda *args: calls.append(1) or forward(*args))
+    x = torch.rand(2, 1, 8, 8, generator=_gen(3))
+    NoiseGrad(small_cnn(width=2, seed=0), n=3).attribute(x, target=0)
+    assert len(calls) == 1  # one pass for all three weight samples
+    NoiseGrad(_View(), n=3).attribute(x, target=0)  # not readable: vmap, no grouped call
+    assert len(calls) == 1
