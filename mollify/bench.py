@@ -58,6 +58,7 @@ __all__ = [
     "timeit",
     "timeit_interleaved",
     "steady_malloc",
+    "peak_memory",
     "montecarlo_figures",
     "explain_figures",
     "training_figures",
@@ -128,38 +129,53 @@ def _rmse(sampler: str, n: int, seeds: int) -> float:
     return math.sqrt(sum(e * e for e in errors) / len(errors))
 
 
-_MEMORY_PROBE = r"""
-import sys, torch, mollify
-n = int(sys.argv[1])
-def rss(field):
+_PEAK_PROBE = r"""
+import json, sys
+def rss(field):  # bytes, from /proc/self/status
     for line in open("/proc/self/status"):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
-f = lambda u: torch.exp(u @ torch.full((5,), 0.3, dtype=u.dtype))
-mollify.integrate(f, "gaussian", 2**16, dim=5)          # warm up allocator and kernels
-before = rss("VmRSS:")
-open("/proc/self/clear_refs", "w").write("5")          # reset the peak (VmHWM) to now
-mollify.integrate(f, "gaussian", n, dim=5, generator=torch.Generator().manual_seed(0))
-print(rss("VmHWM:") - before)
+job = json.load(sys.stdin)
+scope = {}
+exec(job["setup"], scope)
+exec(job["warmup"], scope)
+peaks = {}
+for key, statement in job["statements"]:
+    before = rss("VmRSS:")
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to now
+    exec(statement, scope)
+    peaks[key] = rss("VmHWM:") - before
+print(json.dumps(peaks))
 """
 
 
-def _peak_extra_memory(n: int, probe: str = _MEMORY_PROBE) -> int | None:
-    """Peak resident memory added by the measured call of ``probe`` with size n, in a fresh
-    process (Linux only: /proc/self/status; None elsewhere).
+def peak_memory(
+    statements: dict[str, str], setup: str = "", warmup: str | None = None
+) -> dict[str, int] | None:
+    """Peak resident memory, in bytes, that each statement adds: measured in one fresh Python
+    process on Linux (None elsewhere), like :mod:`timeit` measures time.
 
-    glibc's malloc raises its mmap threshold as large blocks are freed, after which it keeps
-    freed tensor buffers on its heap, so the resident peak depends on the allocation history
-    (two runs of one probe differed by 1.7×). The probe runs with a fixed threshold of 64 KiB:
-    every tensor buffer is then its own mapping, returned on free, and the peak is that of the
-    memory actually live.
+    The process runs ``setup``, then ``warmup`` once (default: the first statement; it loads
+    kernels and fills caches), then every statement in order: it reads the resident memory,
+    resets its high-water mark (``/proc/self/clear_refs``), runs the statement and reports the
+    new high-water mark (``VmHWM``) minus the memory before. glibc's ``malloc`` keeps freed
+    blocks once its adaptive mmap threshold has grown, so a peak would depend on what ran
+    before; the process therefore runs with ``MALLOC_MMAP_THRESHOLD_=65536``: every tensor
+    buffer is its own mapping, returned when freed, and a peak is that of memory really live.
+
+    >>> peaks = peak_memory({"1e6": "torch.ones(10**6).sum()"}, setup="import torch")
+    >>> peaks is None or 3.5e6 < peaks["1e6"] < 6e6  # 4 MB of float32 (None off Linux)
+    True
     """
     if not sys.platform.startswith("linux"):
         return None
+    items = list(statements.items())
+    job = {"setup": setup, "warmup": items[0][1] if warmup is None else warmup,
+           "statements": items}
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "2"}
-    out = subprocess.run([sys.executable, "-c", probe, str(n)], capture_output=True,
-                         text=True, check=True, env=env)
-    return int(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run([sys.executable, "-c", _PEAK_PROBE], input=json.dumps(job),
+                         capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def montecarlo_figures(quick: bool = False) -> list[Result]:
@@ -178,8 +194,15 @@ def montecarlo_figures(quick: bool = False) -> list[Result]:
 
     # Sizes well past the allocator's warm-up (about 60 chunks of 65536 points), ×10 apart.
     small, big = (4 * 10**6, 4 * 10**7) if quick else (10**7, 10**8)
-    extra_small, extra_big = _peak_extra_memory(small), _peak_extra_memory(big)
-    if extra_small is not None and extra_big is not None:
+    peaks = peak_memory(
+        {str(k): f"mollify.integrate(f, 'gaussian', {k}, dim=5, generator=g(0))"
+         for k in (small, big)},
+        setup="import torch, mollify\n"
+              "f = lambda u: torch.exp(u @ torch.full((5,), 0.3, dtype=u.dtype))\n"
+              "g = lambda s: torch.Generator().manual_seed(s)",
+        warmup="mollify.integrate(f, 'gaussian', 2**16, dim=5)")
+    if peaks is not None:
+        extra_small, extra_big = peaks[str(small)], peaks[str(big)]
         ratio = extra_big / extra_small
         results.append(Result(
             f"peak memory: integrate n={big:.0e} / n={small:.0e}", ratio, "<= 1.2", ratio <= 1.2,
@@ -197,24 +220,6 @@ def montecarlo_figures(quick: bool = False) -> list[Result]:
         f"min/median s: integrate {t_int[0]:.3f}/{t_int[1]:.3f}, bare {t_bare[0]:.3f}/"
         f"{t_bare[1]:.3f}"))
     return results
-
-
-_SMOOTHGRAD_MEMORY_PROBE = r"""
-import sys, torch, mollify
-n = int(sys.argv[1])
-def rss(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-model = mollify.small_cnn(seed=0)
-x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-explainer = mollify.SmoothGrad(model, n=n, chunk_size=32)   # passes of 32 x 64 noisy images
-mollify.SmoothGrad(model, n=64, chunk_size=32).attribute(x, target=0)   # warm up
-before = rss("VmRSS:")
-open("/proc/self/clear_refs", "w").write("5")
-explainer.attribute(x, target=0, generator=torch.Generator().manual_seed(0))
-print(rss("VmHWM:") - before)
-"""
 
 
 def _cuda_peak_extra(fn: Callable[[], object], device: str) -> int:
@@ -346,10 +351,16 @@ def _memory_row(device: str) -> Result | None:
     """Peak memory of chunked SmoothGrad at n = 1000 over n = 100 (32 samples per pass)."""
     small, big = 100, 1000
     if device == "cpu":
-        m_small = _peak_extra_memory(small, _SMOOTHGRAD_MEMORY_PROBE)
-        m_big = _peak_extra_memory(big, _SMOOTHGRAD_MEMORY_PROBE)
-        if m_small is None or m_big is None:
+        peaks = peak_memory(  # passes of 32 x 64 noisy images
+            {str(k): f"mollify.SmoothGrad(model, n={k}, chunk_size=32).attribute("
+                     "x, target=0, generator=torch.Generator().manual_seed(0))"
+             for k in (small, big)},
+            setup="import torch, mollify\nmodel = mollify.small_cnn(seed=0)\n"
+                  "x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))",
+            warmup="mollify.SmoothGrad(model, n=64, chunk_size=32).attribute(x, target=0)")
+        if peaks is None:
             return None
+        m_small, m_big = peaks[str(small)], peaks[str(big)]
         what = "peak extra RSS"
     else:
         from mollify.data import small_cnn
