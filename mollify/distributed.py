@@ -6,18 +6,17 @@ can be stopped at any moment (a crash, a killed job, a pre-empted node) and run 
 work is kept, nothing is computed twice, and the output file either holds the complete result or
 does not exist.
 
-Determinism. Example ``i`` is explained on its own with the generator
+Determinism. Example ``i`` draws its noise from its own generator,
 ``torch.Generator(device).manual_seed(example_seed(seed, i))`` — a SplitMix64 hash of the pair
-``(seed, i)`` — so its attribution depends only on the explainer, the example and its index: the
-merged result is **bitwise identical for any number of processes**, any ``shard_size`` and any
-``batch_size``. The explainer still batches its ``n`` noise samples into one forward/backward
-pass, but explaining examples one by one costs more than a batched call, the more so the
-smaller n: 1.5× at n = 50 and 3.5–4× at n = 16 on the digits CNN, where a pass of n rows is too
-small to keep the CPU busy (batching several examples would make them share one noise draw).
-:class:`~mollify.explain.Gradient`, which draws no noise, is called on batches of
-``batch_size`` consecutive examples instead; its result
-is then bitwise identical for any number of processes and the same to rounding (~1e-9) for any
-``batch_size``. The same device type and torch version give the same bits; CPU and GPU differ in
+``(seed, i)`` — so its attribution depends only on the explainer, the example and its index.
+Examples are still explained ``batch_size`` at a time, in one batched call with one generator
+per example (``attribute(x, y, generator=[g_i, …])``: the noise of each example from its own
+generator, all of them in the same forward/backward passes; with weight noise, which a batch
+cannot share, the explainer takes such examples one by one). Batches are cut from the shards, so
+the merged result is **bitwise identical for any number of processes**; for models that treat
+every row of a batch alike (the book's, on a CPU) it is also bitwise what explaining each
+example alone gives, whatever ``shard_size`` and ``batch_size``, and otherwise the same to
+rounding. The same device type and torch version give the same bits; CPU and GPU differ in
 rounding. One example's attribution, as the file holds it, is reproduced by::
 
     g = torch.Generator().manual_seed(example_seed(seed, i))
@@ -40,7 +39,7 @@ Each shard file is written atomically (temporary file in the same folder, then `
 :func:`mollify._cache.atomic_save`) and holds ``{"format", "fingerprint", "start", "stop",
 "attributions"}``. The *fingerprint* is a SHA-256 over everything that changes the numbers: the
 explainer's class and options, the model's architecture and weights, the seed, N, the shape and
-dtype of an input, the device type, the torch version (and ``batch_size`` for ``Gradient``). On a
+dtype of an input, ``batch_size``, the device type and the torch version. On a
 rerun, a shard file is reused only if it loads (``weights_only=True``) and its fingerprint and
 index range match; otherwise it is computed again and replaced, so a rerun with another seed, ``n``
 or model never mixes old and new shards. The fingerprint does not hash the data itself (that
@@ -368,28 +367,32 @@ def _explain_shard(
         Subset(data, range(start, stop)), batch_size=batch_size, num_workers=num_workers,
         collate_fn=_as_list,
     )
-    batched = isinstance(explainer, Gradient)
     out: list[Tensor] = []
     index = start
     for items in loader:
         pairs = [_split_item(item, index + k) for k, item in enumerate(items)]
-        if batched:
-            x = torch.stack([p[0] for p in pairs]).to(device)
-            ts = [p[1] for p in pairs]
-            if all(t is None for t in ts):
-                target = None
-            elif any(t is None for t in ts):
-                raise TypeError(
-                    f"dataset items {index}..{index + len(ts) - 1} mix None and class targets"
-                )
-            else:
-                target = torch.stack([torch.as_tensor(t).reshape(()) for t in ts])
-            out.append(explainer.attribute(x, target).detach().cpu())
+        shapes = {tuple(p[0].shape) for p in pairs}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"dataset inputs must all have the same shape; examples {index}.."
+                f"{index + len(pairs) - 1} have shapes {sorted(shapes)}"
+            )
+        x = torch.stack([p[0] for p in pairs]).to(device)
+        ts = [p[1] for p in pairs]
+        if all(t is None for t in ts):
+            target = None
+        elif any(t is None for t in ts):
+            raise TypeError(
+                f"dataset items {index}..{index + len(ts) - 1} mix None and class targets"
+            )
         else:
-            for k, (x, t) in enumerate(pairs):
-                g = torch.Generator(device=device).manual_seed(_mix(seed, index + k))
-                a = explainer.attribute(x.unsqueeze(0).to(device), t, generator=g)
-                out.append(a.detach().cpu())
+            target = torch.stack([torch.as_tensor(t).reshape(()) for t in ts])
+        if isinstance(explainer, Gradient):  # draws no noise
+            out.append(explainer.attribute(x, target).detach().cpu())
+        else:  # example i's noise from its own generator, all examples in one batched call
+            gens = [torch.Generator(device=device).manual_seed(_mix(seed, index + k))
+                    for k in range(len(pairs))]
+            out.append(explainer.attribute(x, target, generator=gens).detach().cpu())
         index += len(items)
         bar.update(len(items))
     shapes = {tuple(a.shape[1:]) for a in out}
@@ -422,7 +425,8 @@ def explain_dataset(
     Call it the same way on every rank (see the module docstring for the launch commands, the
     file layout, resumption and determinism). Example ``i`` gets
     ``explainer.attribute(x_i[None], y_i, generator=torch.Generator(device).manual_seed(
-    example_seed(seed, i)))[0]``, so the result is the same for any number of processes.
+    example_seed(seed, i)))[0]`` (computed ``batch_size`` examples at a time, with a generator
+    per example), so the result is the same for any number of processes.
 
     Args:
         explainer: a :mod:`mollify.explain` explainer (``SmoothGrad``, ``NoiseGrad``, ``MCGM``,
@@ -433,8 +437,8 @@ def explain_dataset(
             class).
         output: path of the result file; its folder must exist (shared storage for several
             machines). ``<output>.parts/`` holds the shards meanwhile.
-        batch_size: examples loaded per step (>= 1); ``Gradient`` is also called on batches of
-            this many examples. Does not change the noise of any example.
+        batch_size: examples per batched call of the explainer (>= 1). Does not change the
+            noise of any example.
         seed: seed of the run (>= 0); example ``i`` uses ``example_seed(seed, i)``.
         shard_size: examples per shard (>= 1): the unit of work per rank, and of what a crash
             can lose.
@@ -491,10 +495,7 @@ def explain_dataset(
         raise ValueError("dataset must hold at least one example, got an empty one")
     first, _ = _split_item(data[0], 0)
     device = _model_device(explainer)
-    config = _config(
-        explainer, first, count, seed, batch_size if isinstance(explainer, Gradient) else None,
-        device,
-    )
+    config = _config(explainer, first, count, seed, batch_size, device)
     fingerprint = _fingerprint(config)
     parts = output.with_name(output.name + ".parts")
 

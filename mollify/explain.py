@@ -177,6 +177,24 @@ def _check_inputs(inputs: object) -> Tensor:
     return x
 
 
+def _check_generators(generator: object, batch: int) -> torch.Generator | list | None:
+    """``generator``: None, a ``torch.Generator``, or a sequence of one per example."""
+    if isinstance(generator, Sequence) and not isinstance(generator, (str, bytes)):
+        gens = list(generator)
+        if len(gens) != batch:
+            raise ValueError(
+                f"generator must be one torch.Generator or one per example ({batch}), got a "
+                f"sequence of {len(gens)}"
+            )
+        for k, g in enumerate(gens):
+            if not isinstance(g, torch.Generator):
+                raise TypeError(
+                    f"generator[{k}] must be a torch.Generator, got {type(g).__name__}"
+                )
+        return gens
+    return check_generator(generator)
+
+
 def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -728,7 +746,7 @@ class MCGM(Explainer):
         inputs: Tensor,
         target: int | Sequence[int] | Tensor | None = None,
         *,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         **overrides: Any,
     ) -> Tensor:
         """The smoothed saliency map: :meth:`estimate`'s mean.
@@ -738,7 +756,11 @@ class MCGM(Explainer):
             target: ``None`` (class predicted for the clean input by the unperturbed model), an
                 int, or ``B`` ints (tensor of shape ``(B,)`` or a sequence).
             generator: source of randomness (torch's global RNG if None); the same generator
-                state gives the same result, for every ``chunk_size``.
+                state gives the same result, for every ``chunk_size``. Or a sequence of ``B``
+                generators, one per example: example i's noise then comes from generator i
+                alone, and its map is the one that explaining it alone with that generator
+                gives (bitwise in input mode for models that treat every row of a batch alike;
+                with weight noise the examples are explained one by one).
             **overrides: any constructor option for this call only (e.g. ``n=200``). Giving
                 ``eps`` or ``eps_rel`` replaces both.
 
@@ -757,7 +779,7 @@ class MCGM(Explainer):
         inputs: Tensor,
         target: int | Sequence[int] | Tensor | None = None,
         *,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         **overrides: Any,
     ) -> Estimate:
         """The smoothed saliency map with Monte Carlo standard errors.
@@ -774,16 +796,18 @@ class MCGM(Explainer):
         return self._estimate(inputs, target, generator, overrides, spread=True)
 
     def _estimate(
-        self, inputs: Tensor, target: object, generator: torch.Generator | None,
+        self, inputs: Tensor, target: object, generator: object,
         overrides: dict[str, Any], spread: bool,
     ) -> Estimate:
         """:meth:`estimate`; without the standard error (NaN, cheaper) for ``spread=False``."""
         cfg = self._config(overrides)
         x = _check_inputs(inputs)
-        check_generator(generator)
+        generator = _check_generators(generator, x.shape[0])
         self.last_model_calls = 0
         with _eval_mode(self.model):
             tgt, hi = self._targets(target, x)
+            if isinstance(generator, list) and cfg.mode != "input":
+                return self._one_by_one(x, tgt, generator, overrides, spread)
             if cfg.mode == "input":
                 acc = self._run_input(x, tgt, hi, cfg, generator, spread)
             else:
@@ -796,6 +820,22 @@ class MCGM(Explainer):
         if cfg.sampler == "qmc":
             stderr = torch.full_like(mean, math.nan)
         return Estimate(mean, stderr, acc.count)
+
+    def _one_by_one(
+        self, x: Tensor, tgt: Tensor | None, generators: list[torch.Generator],
+        overrides: dict[str, Any], spread: bool,
+    ) -> Estimate:
+        """Weight noise with one generator per example: every example explained on its own
+        (each needs its own weight samples, which one batched pass cannot share)."""
+        parts, calls = [], 0
+        for i, g in enumerate(generators):
+            t = None if tgt is None else tgt[i : i + 1]
+            parts.append(self._estimate(x[i : i + 1], t, g, overrides, spread))
+            calls += self.last_model_calls
+        self.last_model_calls = calls
+        self.last_evaluations = sum(p.n for p in parts)
+        return Estimate(torch.cat([p.mean for p in parts]), torch.cat([p.stderr for p in parts]),
+                        parts[0].n)
 
     # ----- noise
     @staticmethod
@@ -836,16 +876,22 @@ class MCGM(Explainer):
         self, x: Tensor, tgt: Tensor | None, hi: int, cfg: _Config, generator, spread: bool
     ) -> _Accumulator:
         b, shape = x.shape[0], tuple(x.shape[1:])
-        stream = PointStream(
-            cfg.kernel, cfg.n, math.prod(shape), sampler=cfg.sampler, replicates=cfg.replicates,
-            generator=generator, device=x.device, dtype=x.dtype,
-        )
-        unit = {"antithetic": 2, "rqmc": stream.group_size}.get(cfg.sampler, 1)
+        # one stream shared by the batch, or one per example (a list of generators)
+        streams = [
+            PointStream(
+                cfg.kernel, cfg.n, math.prod(shape), sampler=cfg.sampler,
+                replicates=cfg.replicates, generator=g, device=x.device, dtype=x.dtype,
+            )
+            for g in (generator if isinstance(generator, list) else [generator])
+        ]
+        unit = {"antithetic": 2, "rqmc": streams[0].group_size}.get(cfg.sampler, 1)
         acc = _Accumulator(unit, moments=self._reduce == "var", spread=spread)
         sigma = self._sigma(x, cfg)
-        for _, u in stream.chunks(self._chunk(cfg, x, tgt, hi, cfg.n)):
+        size = self._chunk(cfg, x, tgt, hi, cfg.n)
+        for parts in zip(*(stream.chunks(size) for stream in streams)):
+            u = torch.stack([points for _, points in parts], 1)  # (c, 1 or B, D)
             c = u.shape[0]
-            noisy = (x.unsqueeze(0) - sigma * u.reshape(c, 1, *shape)).reshape(c * b, *shape)
+            noisy = (x.unsqueeze(0) - sigma * u.reshape(c, -1, *shape)).reshape(c * b, *shape)
             rep = None if tgt is None else tgt.repeat(c)
             with _autocast(x.device, cfg.autocast):
                 g = self._input_grad(noisy, rep, hi)

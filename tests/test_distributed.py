@@ -136,7 +136,9 @@ def test_crash_then_rerun_reuses_finished_shards(tmp_path, caplog):
     x, y = data(12)
     out = tmp_path / "a.pt"
     crashing = Crashing(model(), n=4)
-    crashing.fail_at = 8  # examples 0-6 done: shards [0,3) and [3,6) written, [6,9) not
+    # one call per batch, batches [0,2) [2,3) | [3,5) [5,6) | [6,8) ...: the fifth call, the
+    # first batch of shard [6,9), fails after shards [0,3) and [3,6) were written
+    crashing.fail_at = 5
     with pytest.raises(KeyError, match="simulated crash"):
         explain_dataset(crashing, TensorDataset(x, y), out, batch_size=2, shard_size=3,
                         progress=False)
@@ -149,7 +151,7 @@ def test_crash_then_rerun_reuses_finished_shards(tmp_path, caplog):
         a = explain_dataset(crashing, TensorDataset(x, y), out, batch_size=2, shard_size=3,
                             progress=False)
     assert counts(caplog.text) == (2, 0, 2)
-    assert crashing.calls == 6  # only the 6 examples of the two missing shards
+    assert crashing.calls == 4  # only the 4 batches of the two missing shards
     assert torch.equal(a, per_example(SmoothGrad(model(), n=4), x, y, seed=0))
     assert not (tmp_path / "a.pt.parts").exists()
 
@@ -160,7 +162,7 @@ def test_changed_config_redoes_stale_shards(tmp_path, caplog, change):
     x, y = data(8)
     out = tmp_path / "a.pt"
     first = Crashing(model(), n=4)
-    first.fail_at = 6  # shards [0,2) [2,4) written
+    first.fail_at = 3  # one call per shard of 2: shards [0,2) [2,4) written
     with pytest.raises(KeyError):
         explain_dataset(first, TensorDataset(x, y), out, batch_size=2, shard_size=2,
                         progress=False)
@@ -189,7 +191,7 @@ def test_existing_output_is_reused_or_refused(tmp_path, caplog):
     sg.calls = 0
     (tmp_path / "a.pt.parts").mkdir()  # as if a crash came between the merge and the cleanup
     with caplog.at_level(logging.INFO, logger="mollify.distributed"):
-        again = explain_dataset(sg, TensorDataset(x, y), out, batch_size=4, progress=False)
+        again = explain_dataset(sg, TensorDataset(x, y), out, batch_size=2, progress=False)
     assert sg.calls == 0 and torch.equal(a, again) and "nothing to do" in caplog.text
     assert not (tmp_path / "a.pt.parts").exists()
 

@@ -558,3 +558,36 @@ def test_attribute_is_estimates_mean_bit_for_bit(make):
     est = explainer.estimate(x, 2, generator=gen(8))
     assert torch.equal(explainer.attribute(x, 2, generator=gen(8)), est.mean)
     assert bool(torch.isfinite(est.stderr).all())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda m: SmoothGrad(m, n=8), lambda m: SmoothGrad(m, n=8, sampler="antithetic"),
+     lambda m: MCGM(m, kernel="laplace", eps=0.1, n=8, sampler="rqmc", replicates=4),
+     lambda m: VarGrad(m, n=6), lambda m: NoiseGrad(m, n=3),
+     lambda m: FusionGrad(m, n=2, n_param=2)],
+    ids=["smoothgrad", "antithetic", "rqmc", "vargrad", "noisegrad", "fusiongrad"],
+)
+def test_one_generator_per_example_equals_explaining_each_alone(make):
+    model, x = small_cnn(width=4, seed=0), images(5)
+    explainer = make(model)
+    gens = [torch.Generator().manual_seed(50 + i) for i in range(5)]
+    batched = explainer.estimate(x, [3, 1, 4, 1, 5], generator=gens)
+    alone = [explainer.estimate(x[i : i + 1], t, generator=torch.Generator().manual_seed(50 + i))
+             for i, t in enumerate([3, 1, 4, 1, 5])]
+    assert torch.equal(batched.mean, torch.cat([a.mean for a in alone]))  # rows alike: bitwise
+    assert torch.equal(batched.stderr.nan_to_num(-1.0),
+                       torch.cat([a.stderr for a in alone]).nan_to_num(-1.0))
+    shared = explainer.attribute(x, [3, 1, 4, 1, 5], generator=torch.Generator().manual_seed(50))
+    assert not torch.equal(batched.mean[1:], shared[1:])  # a shared draw is another estimate
+
+
+def test_generator_sequences_are_checked():
+    sg = SmoothGrad(small_cnn(width=2, seed=0), n=2)
+    x = images(3)
+    with pytest.raises(ValueError, match=r"one per example \(3\), got a sequence of 2"):
+        sg.attribute(x, generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(TypeError, match=r"generator\[1\] must be a torch.Generator, got int"):
+        sg.attribute(x, generator=[torch.Generator(), 7, torch.Generator()])
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got str"):
+        sg.attribute(x, generator="seed")
