@@ -43,11 +43,13 @@ Design:
   that treat every row of a batch alike), to rounding (~1e-7 relative in float32) in parameter
   and joint modes, where a different number of weight samples shares each kernel call.
 * ``chunk_size=None`` (the default) means 256 // B samples per pass on the CPU (512 // B with
-  weight noise), and on CUDA as many as fit in half the free GPU memory (``"auto"``; see :func:`chunk_for_memory`): a probe pass
-  over two copies of the batch measures the peak bytes per copy. Give an int to override.
-* ``autocast=torch.bfloat16`` (or ``torch.float16`` on CUDA) runs the model's forward and
-  backward under ``torch.autocast`` (input mode); noise, inputs and the accumulated map stay in the inputs'
-  dtype. ``python -m mollify bench`` measures its speed and its error against float32.
+  weight noise), and on CUDA as many as fit in half the free GPU memory (``"auto"``; see
+  :func:`chunk_for_memory`): a probe pass over two copies of the batch measures the peak bytes per
+  copy. Give an int to override.
+* ``autocast=torch.bfloat16`` (or ``torch.float16`` on CUDA) runs the model's forward and backward
+  under ``torch.autocast`` (with weight noise: through grouped layers only); noise, inputs and the
+  accumulated map stay in the inputs' dtype. ``python -m mollify bench`` measures its speed and
+  its error against float32.
 * The model is put in eval mode for the call and every module's mode is restored afterwards (also
   when the forward raises); parameters and their ``requires_grad`` flags are never modified.
 * ``target``: ``None`` (the class the model predicts for the clean input), an int, or one int per
@@ -593,8 +595,9 @@ class MCGM(Explainer):
         square: average gradient² (SmoothGrad²); implies ``abs``.
         kernel_param: kernel of the weight noise (default: ``kernel``).
         autocast: None, or ``torch.bfloat16``/``torch.float16`` to run the model's passes under
-            ``torch.autocast`` (faster on GPUs; the map stays in the inputs' dtype). Input mode
-            only.
+            ``torch.autocast`` (faster on GPUs; the map stays in the inputs' dtype). With weight
+            noise only through grouped layers (``batching`` not ``"vmap"``): vmap's batching
+            rules do not accept mixed dtypes.
         batching: how parameter and joint modes evaluate the m weight samples at once, one of
             :data:`BATCHINGS`: ``"grouped"`` runs the model m times wider with grouped
             convolutions and batched matrix products (:mod:`mollify.grouped`; models built from
@@ -692,10 +695,11 @@ class MCGM(Explainer):
             raise TypeError(
                 f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
             )
-        if autocast is not None and mode != "input":
+        if autocast is not None and mode != "input" and batching == "vmap":
             raise ValueError(
-                f"autocast works in mode='input' only, got mode={mode!r} (vmap's batching rules "
-                "for stacked weights, e.g. BatchNorm's, do not accept mixed dtypes)"
+                f"autocast with weight noise (mode={mode!r}) needs batching='grouped' or 'auto': "
+                "vmap's batching rules for stacked weights, e.g. BatchNorm's, do not accept "
+                "mixed dtypes"
             )
         use_abs, use_square = _check_bool("abs", o["abs"]), _check_bool("square", o["square"])
         eps, eps_rel = o["eps"], o["eps_rel"]
@@ -969,6 +973,11 @@ class MCGM(Explainer):
             if not plan and cfg.batching == "grouped":
                 raise ValueError(f"batching='grouped' cannot evaluate this model: {plan.reason}; "
                                  "use batching='vmap' or 'auto'")
+            if not plan and cfg.autocast is not None:
+                raise ValueError(
+                    f"autocast with weight noise needs the grouped evaluation, which cannot read "
+                    f"this model: {plan.reason} (vmap does not accept mixed dtypes)"
+                )
 
         def grads(weights: dict[str, Tensor], inp: Tensor, batched_input: bool) -> Tensor:
             """Input gradients (k, rows, *S) under k weight samples; ``inp`` is (rows, *S), or
@@ -980,7 +989,7 @@ class MCGM(Explainer):
                 k = next(iter(weights.values())).shape[0]
                 leaf = (inp if batched_input else inp.expand(k, *inp.shape)).detach()
                 leaf.requires_grad_(True)
-                with torch.enable_grad():
+                with torch.enable_grad(), _autocast(x.device, cfg.autocast):
                     out = grouped_forward(plan, weights, leaf)
                     rep_k = None if rep is None else rep.repeat(k)
                     score = _select(out.reshape(k * rows, *out.shape[2:]), rep_k, hi).sum()

@@ -512,12 +512,38 @@ def test_bfloat16_autocast_agrees_with_float32():
     assert rel < 0.1 and float(cos.min()) > 0.99, (rel, cos)
 
 
+@pytest.mark.parametrize("make", [lambda m: NoiseGrad(m, n=4, **AC),
+                                  lambda m: FusionGrad(m, n=2, n_param=2, **AC)])
+def test_bfloat16_autocast_with_weight_noise_runs_the_grouped_layers(make):
+    model, x = small_cnn(seed=0), images(4)
+    half = make(model).attribute(x, 3, generator=gen(0))
+    full = make(model).attribute(x, 3, generator=gen(0), autocast=None)
+    assert half.dtype == torch.float32 and not torch.equal(half, full)
+    assert float((half - full).norm() / full.norm()) < 0.1
+
+
+def test_autocast_with_weight_noise_needs_a_readable_model():
+    class Viewing(nn.Module):  # a view: mollify.grouped cannot read it, vmap would be needed
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(64, 3)
+
+        def forward(self, x):
+            return self.head(x.view(x.shape[0], -1))
+
+    with pytest.raises(ValueError, match="autocast with weight noise needs the grouped"):
+        NoiseGrad(Viewing(), n=2, **AC).attribute(images(2), 0)
+
+
+AC = {"autocast": torch.bfloat16}
+
+
 def test_autocast_and_chunk_size_are_checked():
     model = tiny_cnn()
     with pytest.raises(TypeError, match="autocast"):
         SmoothGrad(model, autocast=torch.float64)
-    with pytest.raises(ValueError, match="autocast works in mode='input'"):
-        NoiseGrad(model, autocast=torch.bfloat16)
+    with pytest.raises(ValueError, match="autocast with weight noise .* needs batching='grouped'"):
+        NoiseGrad(model, autocast=torch.bfloat16, batching="vmap")
     with pytest.raises(ValueError, match="chunk_size"):
         SmoothGrad(model, chunk_size="big")
     with pytest.raises(ValueError, match="chunk_size"):
