@@ -156,21 +156,16 @@ def test_auto_chunk_fits_memory_and_keeps_the_result():
     torch.testing.assert_close(auto, fixed, rtol=1e-5, atol=1e-6)
 
 
-def test_fp16_autocast_with_weight_noise_on_cuda_is_close_to_float32():
-    model = mollify.small_cnn(seed=0).to(CUDA)
-    x = torch.rand(8, 1, 8, 8, device=CUDA)
-    full = mollify.NoiseGrad(model, n=8).attribute(x, target=0, generator=gen(3, CUDA))
-    half = mollify.NoiseGrad(model, n=8, autocast=torch.float16).attribute(
-        x, target=0, generator=gen(3, CUDA))
-    assert half.dtype == torch.float32
-    assert float((half - full).norm() / full.norm()) < 0.05
-
-
-def test_fp16_autocast_on_cuda_is_close_to_float32():
-    model = resnet(seed=0).to(CUDA)
-    x = torch.rand(4, 3, 64, 64, device=CUDA)
-    full = mollify.SmoothGrad(model, n=32).attribute(x, target=0, generator=gen(3, CUDA))
-    half = mollify.SmoothGrad(model, n=32, autocast=torch.float16).attribute(
-        x, target=0, generator=gen(3, CUDA))
+@pytest.mark.parametrize(
+    ("explainer", "model", "shape"),
+    [(lambda m, **o: mollify.SmoothGrad(m, n=32, **o), resnet, (4, 3, 64, 64)),
+     (lambda m, **o: mollify.NoiseGrad(m, n=8, **o), small_cnn, (8, 1, 8, 8))],  # grouped
+    ids=["smoothgrad-resnet", "noisegrad-cnn"],
+)
+def test_fp16_autocast_on_cuda_is_close_to_float32(explainer, model, shape):
+    net = model(seed=0).to(CUDA)
+    x = torch.rand(shape, device=CUDA)
+    full = explainer(net).attribute(x, target=0, generator=gen(3, CUDA))
+    half = explainer(net, autocast=torch.float16).attribute(x, target=0, generator=gen(3, CUDA))
     assert half.dtype == torch.float32
     assert float((half - full).norm() / full.norm()) < 0.05
