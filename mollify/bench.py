@@ -100,12 +100,15 @@ def timeit(fn: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
 
 
 def timeit_interleaved(
-    fns: list[Callable[[], object]], repeat: int = 5
+    fns: list[Callable[[], object]], repeat: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[tuple[float, float]]:
     """:func:`timeit` for several functions whose times will be compared: one warm-up each,
     then ``repeat`` rounds that call every function once, so that a drift of the machine's speed
     (frequency, other processes, memory state) weighs on all of them alike. Returns (min, median)
-    per function."""
+    seconds of ``clock`` per function: wall-clock by default; ``time.thread_time`` counts only
+    the CPU time of the calling thread, which other processes on a shared machine do not
+    inflate."""
     sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     for fn in fns:
         fn()
@@ -113,10 +116,10 @@ def timeit_interleaved(
     for _ in range(repeat):
         for fn, slot in zip(fns, times):
             sync()
-            start = time.perf_counter()
+            start = clock()
             fn()
             sync()
-            slot.append(time.perf_counter() - start)
+            slot.append(clock() - start)
     return [(min(t), statistics.median(t)) for t in times]
 
 

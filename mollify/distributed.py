@@ -371,10 +371,13 @@ def _explain_shard(
     index = start
     for items in loader:
         pairs = [_split_item(item, index + k) for k, item in enumerate(items)]
+        # one shape within the batch (before stacking) and across the shard so far
         shapes = {tuple(p[0].shape) for p in pairs}
+        if out:
+            shapes.add(tuple(out[0].shape[1:]))
         if len(shapes) > 1:
             raise ValueError(
-                f"dataset inputs must all have the same shape; examples {index}.."
+                f"dataset inputs must all have the same shape; examples {start}.."
                 f"{index + len(pairs) - 1} have shapes {sorted(shapes)}"
             )
         x = torch.stack([p[0] for p in pairs]).to(device)
@@ -395,12 +398,6 @@ def _explain_shard(
             out.append(explainer.attribute(x, target, generator=gens).detach().cpu())
         index += len(items)
         bar.update(len(items))
-    shapes = {tuple(a.shape[1:]) for a in out}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"dataset inputs must all have the same shape; examples {start}..{stop - 1} have "
-            f"shapes {sorted(shapes)}"
-        )
     return torch.cat(out)
 
 

@@ -82,7 +82,6 @@ _UNARY_METHODS = {"relu", "sigmoid", "tanh", "abs", "exp", "neg", "contiguous"}
 _BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul}
 _BINARY_METHODS = {"add", "sub", "mul"}
 _SPATIAL, _FLAT = "spatial", "flat"
-CHANNELS_LAST = True
 
 
 @dataclass(frozen=True)
@@ -337,7 +336,7 @@ def _widen(inputs: Tensor) -> Tensor:
     """(m, R, C, *sp) → (R, m·C, *sp): the samples side by side in the channels."""
     m, rows = inputs.shape[0], inputs.shape[1]
     h = inputs.movedim(0, 1).reshape(rows, m * inputs.shape[2], *inputs.shape[3:])
-    if h.dim() == 4 and CHANNELS_LAST:
+    if h.dim() == 4:
         h = h.contiguous(memory_format=torch.channels_last)
     return h
 
@@ -346,7 +345,7 @@ def _flatten(h: Tensor, layout: str, m: int, rows: int) -> Tensor:
     """Spatial (R, m·C, *sp) → flat (m, R, C·∏sp); a flat value is already flat."""
     if layout == _FLAT:
         return h
-    if h.dim() == 4 and CHANNELS_LAST:
+    if h.dim() == 4:
         h = _ChannelsLastGrad.apply(h)
     return h.reshape(rows, m, -1).transpose(0, 1)
 
@@ -357,7 +356,7 @@ def _call_module(module: nn.Module, name: str, weights: dict[str, Tensor], h: Te
     w, b = _stacked(weights, name, "weight"), _stacked(weights, name, "bias")
     if kind in _CONVS:
         wf = w.flatten(0, 1)
-        if h.dim() == 4 and CHANNELS_LAST:
+        if h.dim() == 4:
             wf = wf.contiguous(memory_format=torch.channels_last)
         return _CONVS[kind](h, wf, None if b is None else b.flatten(), module.stride,
                             module.padding, module.dilation, module.groups * m)

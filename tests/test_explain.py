@@ -512,6 +512,9 @@ def test_bfloat16_autocast_agrees_with_float32():
     assert rel < 0.1 and float(cos.min()) > 0.99, (rel, cos)
 
 
+AC = {"autocast": torch.bfloat16}
+
+
 @pytest.mark.parametrize("make", [lambda m: NoiseGrad(m, n=4, **AC),
                                   lambda m: FusionGrad(m, n=2, n_param=2, **AC)])
 def test_bfloat16_autocast_with_weight_noise_runs_the_grouped_layers(make):
@@ -533,9 +536,6 @@ def test_autocast_with_weight_noise_needs_a_readable_model():
 
     with pytest.raises(ValueError, match="autocast with weight noise needs the grouped"):
         NoiseGrad(Viewing(), n=2, **AC).attribute(images(2), 0)
-
-
-AC = {"autocast": torch.bfloat16}
 
 
 def test_autocast_and_chunk_size_are_checked():
